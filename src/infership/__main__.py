@@ -1,0 +1,3 @@
+from infership.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""The composition root: builds the repository, registry, data plane and transports from settings."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from infership.dataplane import DataPlane
+from infership.errors import ConfigError
+from infership.metrics import Metrics
+from infership.protocols.rest.app import create_rest_app
+from infership.registry import ModelRegistry
+from infership.repository import FilesystemRepository
+from infership.settings import ServerSettings
+
+EXAMPLE_REPOSITORY = Path(__file__).parent / "examples" / "models"
+"""The bundled example: EfficientNet-Lite0, an ImageNet classifier."""
+
+
+class Application:
+    """Everything one server runs, wired together. ``check()``, then ``start()``, then ``stop()``."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.repository = FilesystemRepository(settings.model_repository or EXAMPLE_REPOSITORY)
+        self.metrics = Metrics()
+        threads = settings.preprocess_threads or os.cpu_count() or 1
+        self.preprocess_executor = ThreadPoolExecutor(threads, thread_name_prefix="preprocess")
+        self.registry = ModelRegistry(
+            self.repository, settings, self.metrics, self.preprocess_executor
+        )
+        self.dataplane = DataPlane(self.registry, model_control=settings.model_control)
+        self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics)
+
+    def check(self) -> list[str]:
+        """Validate every configured model's config, files and digests without loading it.
+
+        Raises ConfigError (naming the file and the field) or ModelNotFound; returns the names.
+        """
+        names = self.registry.names()
+        if not names:
+            raise ConfigError(
+                f"model repository {self.repository.root} holds no models (no */model.yaml)"
+            )
+        for name in names:
+            self.repository.find(name).verify()
+        return names
+
+    async def start(self) -> None:
+        """Load and warm every model; readiness turns true when all are in."""
+        for name in self.registry.names():
+            await self.registry.load(name)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let queued ones finish, release the models."""
+        self.dataplane.draining = True
+        await self.registry.stop()
+        self.preprocess_executor.shutdown(wait=True)
+

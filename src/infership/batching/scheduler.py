@@ -1,0 +1,375 @@
+"""BatchScheduler: one model's bounded request queue, drained into batches in worker threads.
+
+Every inference goes through a scheduler. Callers ``await submit(inputs)``; the scheduler
+groups queued requests into batches, runs the model's execute function in a worker thread (the
+event loop never computes, not even the stacking copies) and gives each caller its own rows.
+
+The policy (BatchPolicy), in the order it is applied:
+
+- Greedy by default. When an execution slot is free, whatever is queued leaves at once, so a
+  lone request pays no waiting. Batches form by themselves under load, from the requests that
+  arrive while all ``parallel_executions`` slots are busy: waiting only where it pays.
+- A batch takes queued requests oldest first, only those with the oldest one's batch_key, whole
+  requests only, up to ``max_batch_size`` rows. A request that does not fit is left for the next
+  batch (never split); the oldest request is always taken, so nothing starves.
+- Waiting is opt-in: with ``max_queue_delay_ms`` > 0, a batch below the smallest preferred size
+  (``max_batch_size`` when none are set) waits for more requests, up to the delay counted from
+  its oldest request. It leaves as soon as it reaches that size, when more compatible rows are
+  queued than fit, or when the scheduler is stopping.
+- The queue holds at most ``max_queue_size`` requests; beyond, submit raises QueueFull at once.
+  A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
+  not the next free slot) and is never computed; one whose caller went away is dropped.
+
+All state belongs to the event loop thread and changes only in ``_pump``, which never awaits,
+so no two steps interleave. It runs after every submit, cancellation, finished batch and timer:
+it expires what is late, dispatches what is ready and arms one timer for the next moment
+something can change (a queue delay ending or a deadline passing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from infership.batching.assemble import BatchKey, batch_key, count_rows, split, stack
+from infership.batching.policy import BatchPolicy
+from infership.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidRequest,
+    ModelNotReady,
+    QueueFull,
+)
+from infership.types import Array
+
+ExecuteFn = Callable[[dict[str, Array]], dict[str, Array]]
+"""Computes one batch in a worker thread; every output's leading axis must have the batch's rows."""
+
+
+class SchedulerObserver(Protocol):
+    """Metrics hook (the server implements it with prometheus). Called on the event loop."""
+
+    def queue_wait(self, seconds: float) -> None:
+        """Per dispatched request: clock time from submit to dispatch."""
+
+    def batch_done(self, rows: int, requests: int, seconds: float) -> None:
+        """Per successfully computed batch: its size and compute time (wall seconds)."""
+
+    def queue_depth(self, requests: int) -> None:
+        """Requests waiting, reported whenever it changed after a scheduling step."""
+
+
+class _State(Enum):
+    NEW = "not started"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False, slots=True)  # eq=False: identity, never compare numpy arrays
+class _Request:
+    inputs: dict[str, Array]
+    rows: int
+    key: BatchKey
+    submitted: float
+    deadline: float | None
+    future: asyncio.Future[dict[str, Array]]
+    queued: bool = True
+
+
+class BatchScheduler:
+    """Dynamic batching for one model; see the module docstring for the policy.
+
+    ``clock`` (seconds, ``time.monotonic`` by default) measures queue delays, deadlines and
+    queue waits; compute time is always wall time. Example::
+
+        scheduler = BatchScheduler("resnet", session_run, BatchPolicy(), thread_pool)
+        await scheduler.start()
+        outputs = await scheduler.submit({"x": batch_of_two}, deadline=time.monotonic() + 1)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        execute: ExecuteFn,
+        policy: BatchPolicy,
+        executor: Executor,
+        *,
+        observer: SchedulerObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self._execute = execute
+        self._executor = executor
+        self._observer = observer
+        self._clock = clock
+        self._delay_s = policy.max_queue_delay_ms / 1000
+        self._worth_waiting_for = (policy.preferred_batch_sizes or (policy.max_batch_size,))[0]
+        self._state = _State.NEW
+        self._queue: list[_Request] = []
+        self._free_slots = policy.parallel_executions
+        self._in_flight = 0
+        self._batches: set[asyncio.Task[None]] = set()  # strong references to running batches
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle = asyncio.Event()  # set once stopping and nothing is queued or computing
+        self._reported_depth = 0
+        self._batch_seconds: float | None = None  # moving average, for the QueueFull hint
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for an execution slot."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests (not rows) in batches being computed, including ones whose caller left."""
+        return self._in_flight
+
+    async def start(self) -> None:
+        """Start accepting requests; call it inside the running loop. A stopped one stays so."""
+        if self._state is _State.NEW:
+            self._state = _State.RUNNING
+        elif self._state is not _State.RUNNING:
+            raise ModelNotReady(f"model {self.name!r}: a stopped scheduler cannot be restarted")
+
+    async def submit(
+        self, inputs: dict[str, Array], deadline: float | None = None
+    ) -> dict[str, Array]:
+        """Queue one request and return its outputs, rows in the same order as its inputs.
+
+        ``deadline`` is absolute, in ``clock()`` seconds; None uses the policy's
+        ``default_timeout_ms``. Raises InvalidRequest (malformed or too many rows), QueueFull,
+        DeadlineExceeded, ModelNotReady (not started or stopping) or InferenceFailed.
+        """
+        if self._state is not _State.RUNNING:
+            raise ModelNotReady(
+                f"model {self.name!r} is not accepting requests (scheduler is {self._state.value})"
+            )
+        try:
+            rows = count_rows(inputs)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"model {self.name!r}: {exc.message}") from None
+        limit = self.policy.max_batch_size
+        if rows > limit:
+            raise InvalidRequest(
+                f"model {self.name!r} takes at most {limit} rows per request "
+                f"(max_batch_size); this request has {rows}"
+            )
+        now = self._clock()
+        if deadline is None and self.policy.default_timeout_ms is not None:
+            deadline = now + self.policy.default_timeout_ms / 1000
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded(
+                f"model {self.name!r}: the request's deadline had passed "
+                f"when it arrived; it was not computed"
+            )
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise QueueFull(
+                f"model {self.name!r} has {len(self._queue)} requests queued "
+                f"(max_queue_size); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
+        request = _Request(inputs, rows, batch_key(inputs), now, deadline, future)
+        self._queue.append(request)
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller went away. Still queued: forget it so it is never computed. Already
+            # dispatched: the batch finds its future cancelled and drops its rows.
+            if request.queued:
+                request.queued = False
+                self._queue.remove(request)
+                self._pump()
+            raise
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop accepting requests, then return once nothing is queued or computing.
+
+        drain=True computes everything already accepted (without waiting for company).
+        drain=False fails queued requests with ModelNotReady; batches already computing still
+        finish and deliver, because a worker thread cannot be interrupted.
+        """
+        if self._state is _State.NEW:
+            self._state = _State.STOPPED
+            self._idle.set()
+        if self._state is not _State.STOPPED:  # running, or a drain that may become an abort
+            self._state = _State.STOPPING
+            if not drain:
+                for request in self._queue:
+                    request.queued = False
+                    request.future.set_exception(
+                        ModelNotReady(f"model {self.name!r} stopped before computing this request")
+                    )
+                self._queue = []
+            self._pump()
+        await self._idle.wait()
+        self._state = _State.STOPPED
+
+    def _pump(self) -> None:
+        """One scheduling step: expire, dispatch while a slot is free, re-arm the timer."""
+        now = self._clock()
+        self._expire(now)
+        while self._free_slots > 0 and self._queue:
+            batch = self._take_batch(now)
+            if batch is None:  # waiting for company; the timer ends the wait
+                break
+            self._launch(batch, now)
+        self._arm_timer(now)
+        if self._observer is not None and len(self._queue) != self._reported_depth:
+            self._reported_depth = len(self._queue)
+            self._observer.queue_depth(self._reported_depth)
+        if self._state is _State.STOPPING and not self._queue and not self._in_flight:
+            self._idle.set()
+
+    def _expire(self, now: float) -> None:
+        keep = []
+        for request in self._queue:
+            if request.future.done():  # cancelled; its submit has not run its except yet
+                request.queued = False
+            elif request.deadline is not None and request.deadline <= now:
+                request.queued = False
+                request.future.set_exception(
+                    DeadlineExceeded(
+                        f"model {self.name!r}: the request's deadline passed while it was queued; "
+                        f"it was not computed"
+                    )
+                )
+            else:
+                keep.append(request)
+        self._queue = keep
+
+    def _take_batch(self, now: float) -> list[_Request] | None:
+        """The next batch (removed from the queue), or None while it should wait for more."""
+        head = self._queue[0]
+        batch: list[_Request] = []
+        rows, overflow = 0, False
+        for request in self._queue:
+            if request.key != head.key:
+                continue
+            if rows + request.rows <= self.policy.max_batch_size:
+                batch.append(request)
+                rows += request.rows
+            else:
+                overflow = True  # more is queued than fits: waiting cannot help
+        if (
+            rows < self._worth_waiting_for
+            and not overflow
+            and self._state is _State.RUNNING
+            and now < head.submitted + self._delay_s
+        ):
+            return None
+        for request in batch:
+            request.queued = False
+        self._queue = [request for request in self._queue if request.queued]
+        return batch
+
+    def _launch(self, batch: list[_Request], now: float) -> None:
+        self._free_slots -= 1
+        self._in_flight += len(batch)
+        if self._observer is not None:
+            for request in batch:
+                self._observer.queue_wait(now - request.submitted)
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    def _arm_timer(self, now: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        wake = [request.deadline for request in self._queue if request.deadline is not None]
+        if self._queue and self._free_slots > 0:  # the oldest request is waiting for company
+            wake.append(self._queue[0].submitted + self._delay_s)
+        if wake:
+            self._timer = asyncio.get_running_loop().call_later(
+                max(0.0, min(wake) - now), self._pump
+            )
+
+    async def _run(self, batch: list[_Request]) -> None:
+        rows = sum(request.rows for request in batch)
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                outputs, seconds = await loop.run_in_executor(
+                    self._executor, self._compute, [request.inputs for request in batch]
+                )
+            except Exception as exc:
+                self._fail(
+                    batch,
+                    exc,
+                    f"model {self.name!r} failed computing a batch of {rows} "
+                    f"rows ({len(batch)} requests): {type(exc).__name__}: {exc}",
+                )
+                return
+            try:
+                parts = split(outputs, [request.rows for request in batch])
+            except Exception as exc:  # ValueError, or not even a mapping of arrays
+                self._fail(
+                    batch,
+                    exc,
+                    f"model {self.name!r} returned outputs that do not match "
+                    f"its batch of {rows} rows: {exc}",
+                )
+                return
+            self._record(rows, len(batch), seconds)
+            for request, part in zip(batch, parts, strict=True):
+                if not request.future.done():  # its caller may have gone away meanwhile
+                    request.future.set_result(part)
+        finally:
+            # Whatever happened (this task cancelled at loop shutdown), no caller hangs.
+            self._fail(
+                batch,
+                None,
+                f"model {self.name!r} stopped while computing this request",
+                ModelNotReady,
+            )
+            self._free_slots += 1
+            self._in_flight -= len(batch)
+            self._pump()
+
+    def _compute(self, inputs: list[dict[str, Array]]) -> tuple[dict[str, Array], float]:
+        # Worker thread: stacking copies every input once, so it stays off the loop as well.
+        batch, _ = stack(inputs)
+        start = time.perf_counter()
+        outputs = self._execute(batch)
+        return outputs, time.perf_counter() - start
+
+    def _fail(
+        self,
+        batch: list[_Request],
+        cause: Exception | None,
+        message: str,
+        kind: type[Exception] = InferenceFailed,
+    ) -> None:
+        for request in batch:
+            if not request.future.done():
+                error = kind(message)
+                error.__cause__ = cause  # as `raise error from cause`; one error per caller
+                request.future.set_exception(error)
+
+    def _record(self, rows: int, requests: int, seconds: float) -> None:
+        previous = self._batch_seconds
+        self._batch_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        if self._observer is not None:
+            self._observer.batch_done(rows, requests, seconds)
+
+    def _retry_after(self) -> float:
+        """A rough hint for QueueFull: recent compute time per batch × batches queued ÷ slots.
+
+        Ignores batches already computing and requests about to expire; clamped to
+        [0.1 s, 30 s]; 1 s until a batch has been timed.
+        """
+        if self._batch_seconds is None:
+            return 1.0
+        queued_rows = sum(request.rows for request in self._queue)
+        batches = -(-queued_rows // self.policy.max_batch_size)  # ceiling division
+        estimate = self._batch_seconds * batches / self.policy.parallel_executions
+        return min(30.0, max(0.1, estimate))

@@ -1,0 +1,104 @@
+"""Transport-neutral operations of the Open Inference Protocol.
+
+REST (and later gRPC) adapters parse the wire format, call one method here, and encode what it
+returns. Nothing here knows a status code or a content type.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from infership import __version__
+from infership.errors import CapacityError, ClientError, Forbidden, InfershipError
+from infership.registry import ModelRegistry
+from infership.types import InferenceRequest, InferenceResponse
+
+EXTENSIONS = ("binary_tensor_data", "model_repository")
+
+
+class DataPlane:
+    """What every transport can ask of the server."""
+
+    def __init__(self, registry: ModelRegistry, *, model_control: bool = False) -> None:
+        self.registry = registry
+        self.model_control = model_control
+        self.live = True
+        self.draining = False
+
+    @property
+    def ready(self) -> bool:
+        return self.live and not self.draining and self.registry.ready
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "infership", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.registry.get(name, version)
+        metadata = model.metadata()
+        if version is None:
+            metadata["versions"] = [str(v) for v in self.registry.versions(name)]
+        return metadata
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        try:
+            self.registry.get(name, version)
+        except CapacityError:
+            return False
+        return True
+
+    async def infer(
+        self, name: str, version: str | None, request: InferenceRequest
+    ) -> InferenceResponse:
+        """Run one request; errors are InfershipError subclasses, counted by outcome."""
+        model = self.registry.get(name, version)
+        metrics = model.metrics
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        try:
+            response = await model.infer(request)
+        except InfershipError as exc:
+            metrics.outcome(_outcome(exc))
+            raise
+        except BaseException:
+            metrics.outcome("server_error")
+            raise
+        finally:
+            metrics.in_flight.dec()
+        metrics.request_seconds.observe(time.perf_counter() - started)
+        metrics.outcome("success")
+        return response
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        entries = []
+        for status in self.registry.index():
+            entry: dict[str, Any] = {"name": status.name, "state": status.state.value}
+            if status.version is not None:
+                entry["version"] = str(status.version)
+            if status.reason:
+                entry["reason"] = status.reason
+            entries.append(entry)
+        return entries
+
+    async def load_model(self, name: str) -> None:
+        self._check_model_control()
+        await self.registry.load(name)
+
+    async def unload_model(self, name: str) -> None:
+        self._check_model_control()
+        await self.registry.unload(name)
+
+    def _check_model_control(self) -> None:
+        if not self.model_control:
+            raise Forbidden(
+                "the model repository API is disabled; start the server with --model-control "
+                "to load and unload models at run time"
+            )
+
+
+def _outcome(exc: InfershipError) -> str:
+    if isinstance(exc, ClientError):
+        return "client_error"
+    if isinstance(exc, CapacityError):
+        return "capacity_error"
+    return "server_error"

@@ -1,0 +1,104 @@
+"""Every error infership raises, as one tree.
+
+Grouped by who has to act. Transports map these classes to status codes in one table each
+(``protocols/rest/errors.py`` for HTTP); nothing here knows about HTTP or gRPC.
+
+    InfershipError
+    ├── ClientError                  the caller sent something we cannot serve
+    │   ├── InvalidRequest           malformed body, wrong shape/datatype, bad image, ...
+    │   │   └── PayloadTooLarge      body, tensor or image over a configured limit
+    │   ├── UnsupportedMediaType     a content type we cannot read
+    │   ├── ModelNotFound            unknown model name
+    │   │   └── VersionNotFound      known model, unknown or unloaded version
+    │   └── Forbidden                the operation is switched off on this server
+    ├── CapacityError                the server is healthy but cannot take this request now
+    │   ├── QueueFull                the model's queue is at its bound (carries retry_after_s)
+    │   ├── DeadlineExceeded         the request's deadline passed before it was computed
+    │   └── ModelNotReady            the model is loading, unloading or failed to load
+    └── OperatorError                the deployment is wrong; fix the config or the model
+        ├── ConfigError              model.yaml / settings invalid (names file and field)
+        │   └── DigestMismatch       an artifact's sha256 differs from the recorded one
+        ├── ModelLoadError           the runtime could not load or warm the model
+        └── InferenceFailed          the runtime raised while computing a batch
+"""
+
+from __future__ import annotations
+
+
+class InfershipError(Exception):
+    """Root of every error raised by infership."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ClientError(InfershipError):
+    """The request cannot be served as sent; retrying it unchanged will fail again."""
+
+
+class InvalidRequest(ClientError):
+    """The body, a tensor, or an image is malformed or does not fit the model."""
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A body, tensor, batch or image is over a configured limit."""
+
+
+class UnsupportedMediaType(ClientError):
+    """The request's content type is not one this endpoint reads."""
+
+
+class ModelNotFound(ClientError):
+    """No model of that name is in the repository."""
+
+
+class VersionNotFound(ModelNotFound):
+    """The model exists but the requested version is not served."""
+
+
+class Forbidden(ClientError):
+    """The operation exists but is switched off by the server's settings."""
+
+
+class CapacityError(InfershipError):
+    """The server is healthy but cannot take this request now; a retry may succeed."""
+
+
+class QueueFull(CapacityError):
+    """The model's queue is at its bound. ``retry_after_s`` is a hint for clients."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(CapacityError):
+    """The request's deadline passed before it could be computed; it was not computed."""
+
+
+class ModelNotReady(CapacityError):
+    """The model is known but not (yet, or no longer) able to serve."""
+
+
+class OperatorError(InfershipError):
+    """The deployment itself is wrong: configuration, model files or runtime."""
+
+
+class ConfigError(OperatorError):
+    """A configuration file or setting is invalid. The message names the file and the field."""
+
+
+class DigestMismatch(ConfigError):
+    """An artifact's sha256 does not match the digest recorded in model.yaml."""
+
+
+class ModelLoadError(OperatorError):
+    """The runtime could not load or warm up a model."""
+
+
+class InferenceFailed(OperatorError):
+    """The runtime raised while computing a batch."""

@@ -1,0 +1,95 @@
+"""Prometheus metrics, in a registry per server so tests and embedded servers don't collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Latency buckets from 0.5 ms to 10 s: CPU models answer in milliseconds, queues add seconds.
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+            0.75, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+_BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+_MODEL = ("model", "version")
+
+
+class Metrics:
+    """Every metric the server exports. ``model(name, version)`` gives a per-model view."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "infership_requests", "Inference requests by outcome.", (*_MODEL, "outcome"),
+            registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "infership_request_duration_seconds", "Inference time from parsed request to result.",
+            _MODEL, buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.queue_seconds = Histogram(
+            "infership_queue_duration_seconds", "Time requests wait in the batching queue.",
+            _MODEL, buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.preprocess_seconds = Histogram(
+            "infership_preprocess_duration_seconds", "Image decoding and preprocessing per request.",
+            _MODEL, buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "infership_inference_duration_seconds", "Model compute time per batch.",
+            _MODEL, buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.postprocess_seconds = Histogram(
+            "infership_postprocess_duration_seconds", "Post-processing time per request.",
+            _MODEL, buckets=_LATENCY, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "infership_batch_size", "Rows per executed batch.", _MODEL, buckets=_BATCH, registry=r
+        )
+        self.queue_depth = Gauge(
+            "infership_queue_depth", "Requests waiting in the batching queue.", _MODEL, registry=r
+        )
+        self.in_flight = Gauge(
+            "infership_inflight_requests", "Inference requests being handled.", _MODEL, registry=r
+        )
+        self.model_ready = Gauge(
+            "infership_model_ready", "1 when the model version serves requests.", _MODEL,
+            registry=r,
+        )  # fmt: skip
+
+    def model(self, name: str, version: str) -> ModelMetrics:
+        return ModelMetrics(self, name, version)
+
+
+class ModelMetrics:
+    """Metrics bound to one model version; also the batching scheduler's observer."""
+
+    def __init__(self, metrics: Metrics, name: str, version: str) -> None:
+        labels = (name, version)
+        self._metrics = metrics
+        self._labels = labels
+        self.request_seconds = metrics.request_seconds.labels(*labels)
+        self.preprocess_seconds = metrics.preprocess_seconds.labels(*labels)
+        self.postprocess_seconds = metrics.postprocess_seconds.labels(*labels)
+        self.in_flight = metrics.in_flight.labels(*labels)
+        self.ready = metrics.model_ready.labels(*labels)
+        self._queue = metrics.queue_seconds.labels(*labels)
+        self._inference = metrics.inference_seconds.labels(*labels)
+        self._batch = metrics.batch_size.labels(*labels)
+        self._depth = metrics.queue_depth.labels(*labels)
+        self._outcomes = {
+            outcome: metrics.requests.labels(*labels, outcome)
+            for outcome in ("success", "client_error", "capacity_error", "server_error")
+        }
+
+    def outcome(self, outcome: str) -> None:
+        self._outcomes[outcome].inc()
+
+    # SchedulerObserver
+    def queue_wait(self, seconds: float) -> None:
+        self._queue.observe(seconds)
+
+    def batch_done(self, rows: int, requests: int, seconds: float) -> None:
+        self._batch.observe(rows)
+        self._inference.observe(seconds)
+
+    def queue_depth(self, requests: int) -> None:
+        self._depth.set(requests)

@@ -1,0 +1,1 @@
+"""Pre- and post-processing declared in model.yaml: image decoding and classification."""

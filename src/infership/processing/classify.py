@@ -1,0 +1,61 @@
+"""Class scores → top-k labels, probabilities and class indices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from infership.errors import ConfigError
+from infership.repository.manifest import Classification
+from infership.types import Array, TensorSpec
+
+
+class Classifier:
+    """Post-processing for a classification output, as model.yaml's ``postprocess`` says."""
+
+    def __init__(self, config: Classification, labels_path: Path | None, classes: int) -> None:
+        self.config = config
+        self.top_k = min(config.top_k, classes) if classes > 0 else config.top_k
+        names = [str(i) for i in range(max(classes, 0))]
+        if labels_path is not None:
+            names = labels_path.read_text(encoding="utf-8").splitlines()
+            if classes > 0 and len(names) != classes:
+                raise ConfigError(
+                    f"{labels_path}: has {len(names)} labels but output "
+                    f"{config.output!r} has {classes} classes"
+                )
+        self._labels = np.array([n.encode() for n in names], dtype=object)
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """The public outputs this step adds to the model's signature."""
+        k = self.top_k
+        return (
+            TensorSpec(self.config.label_output, "BYTES", (-1, k)),
+            TensorSpec(self.config.probability_output, "FP32", (-1, k)),
+            TensorSpec(self.config.index_output, "INT64", (-1, k)),
+        )
+
+    def __call__(self, scores: Array) -> dict[str, Array]:
+        """[n, classes] scores → {label: [n, k] BYTES, probability: [n, k] FP32, index}."""
+        values = scores.astype(np.float32, copy=False).reshape(len(scores), -1)
+        if self.config.softmax:
+            values = _softmax(values)
+        k = self.top_k
+        top = np.argpartition(-values, k - 1, axis=1)[:, :k]
+        top_values = np.take_along_axis(values, top, axis=1)
+        order = np.argsort(-top_values, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        return {
+            self.config.label_output: self._labels[top],
+            self.config.probability_output: np.take_along_axis(top_values, order, axis=1),
+            self.config.index_output: top.astype(np.int64),
+        }
+
+
+def _softmax(x: Array) -> Array:
+    shifted = x - x.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted

@@ -1,0 +1,87 @@
+"""The REST application: the route table and the one place errors become responses."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from infership.dataplane import DataPlane
+from infership.errors import InfershipError
+from infership.metrics import Metrics
+from infership.protocols.rest import routes
+from infership.protocols.rest.errors import headers_for, status_for
+from infership.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    response = routes.json_response({"error": message}, status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _guard(endpoint: Endpoint) -> Endpoint:
+    """Turn our errors into ``{"error": ...}`` answers; anything else is a logged 500."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except InfershipError as exc:
+            status = status_for(exc)
+            if status >= 500:
+                log.error("%s %s failed: %s", request.method, request.url.path, exc)
+            return _error(exc.message, status, headers_for(exc))
+        except Exception:
+            log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+            return _error("internal server error; see the server log", 500)
+
+    return guarded
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(str(exc.detail), exc.status_code, dict(exc.headers or {}))
+
+
+def _routes() -> list[Route]:
+    table: list[tuple[str, Endpoint, list[str]]] = [
+        ("/", routes.index, ["GET"]),
+        ("/v2", routes.server_metadata, ["GET"]),
+        ("/v2/health/live", routes.live, ["GET"]),
+        ("/v2/health/ready", routes.ready, ["GET"]),
+        ("/v2/models/{name}", routes.model_metadata, ["GET"]),
+        ("/v2/models/{name}/ready", routes.model_ready, ["GET"]),
+        ("/v2/models/{name}/infer", routes.infer, ["POST"]),
+        ("/v2/models/{name}/predict", routes.predict, ["POST"]),
+        ("/v2/models/{name}/versions/{version}", routes.model_metadata, ["GET"]),
+        ("/v2/models/{name}/versions/{version}/ready", routes.model_ready, ["GET"]),
+        ("/v2/models/{name}/versions/{version}/infer", routes.infer, ["POST"]),
+        ("/v2/models/{name}/versions/{version}/predict", routes.predict, ["POST"]),
+        ("/v2/repository/index", routes.repository_index, ["POST"]),
+        ("/v2/repository/models/{name}/load", routes.load_model, ["POST"]),
+        ("/v2/repository/models/{name}/unload", routes.unload_model, ["POST"]),
+        ("/predict", routes.predict, ["POST"]),
+        ("/metrics", routes.metrics, ["GET"]),
+        ("/openapi.json", routes.openapi, ["GET"]),
+    ]
+    return [Route(path, _guard(fn), methods=methods) for path, fn, methods in table]
+
+
+def create_rest_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> Starlette:
+    """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics."""
+    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
+    app.state.dataplane = dataplane
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,39 @@
+"""Our errors → HTTP status codes, in one table, looked up along the class hierarchy."""
+
+from __future__ import annotations
+
+import math
+
+from infership import errors
+
+STATUS: dict[type[Exception], int] = {
+    errors.InvalidRequest: 400,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.ModelNotFound: 404,
+    errors.Forbidden: 403,
+    errors.QueueFull: 503,
+    errors.ModelNotReady: 503,
+    errors.DeadlineExceeded: 504,
+    # Failures of the repository load API: the model the caller asked for cannot be loaded.
+    errors.ConfigError: 400,
+    errors.ModelLoadError: 400,
+    errors.InfershipError: 500,
+}
+
+
+def status_for(exc: Exception) -> int:
+    """The HTTP status for ``exc``: the entry of its nearest class in ``STATUS``, else 500."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def headers_for(exc: Exception) -> dict[str, str]:
+    """Extra headers: Retry-After (whole seconds, at least 1) when the queue is full."""
+    if isinstance(exc, errors.QueueFull):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    if isinstance(exc, errors.ModelNotReady):
+        return {"Retry-After": "1"}
+    return {}

@@ -1,0 +1,230 @@
+"""REST endpoints: parse the request, call the data plane, encode the answer. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from infership.dataplane import DataPlane
+from infership.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from infership.protocols.rest.codec import (
+    compress_body,
+    decode_infer_request,
+    encode_infer_response,
+    encode_json,
+)
+from infership.protocols.rest.openapi import OPENAPI
+from infership.settings import ServerSettings
+from infership.types import InferenceRequest, RequestedOutput
+
+JSON = "application/json"  # exactly this: kserve's client drops messages for "...; charset=utf-8"
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(encode_json(content), status_code=status, media_type=JSON)
+
+
+def _plane(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+def _settings(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+def _version(request: Request) -> str | None:
+    version: str | None = request.path_params.get("version")
+    return version
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) anything over ``limit`` bytes before and while reading."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # later request.form() parses the body we already hold
+    return body
+
+
+async def live(request: Request) -> Response:
+    ok = _plane(request).live
+    return json_response({"live": ok}, 200 if ok else 503)
+
+
+async def ready(request: Request) -> Response:
+    ok = _plane(request).ready
+    return json_response({"ready": ok}, 200 if ok else 503)
+
+
+async def server_metadata(request: Request) -> Response:
+    return json_response(_plane(request).server_metadata())
+
+
+async def model_ready(request: Request) -> Response:
+    name = request.path_params["name"]
+    ok = _plane(request).model_ready(name, _version(request))
+    return json_response({"name": name, "ready": ok}, 200 if ok else 503)
+
+
+async def model_metadata(request: Request) -> Response:
+    return json_response(
+        _plane(request).model_metadata(request.path_params["name"], _version(request))
+    )
+
+
+async def infer(request: Request) -> Response:
+    settings = _settings(request)
+    body = await read_body(request, settings.http.max_body_bytes)
+    inference = decode_infer_request(
+        body,
+        header_length=request.headers.get("inference-header-content-length"),
+        content_encoding=request.headers.get("content-encoding"),
+        max_body_bytes=settings.http.max_body_bytes,
+    )
+    result = await _plane(request).infer(request.path_params["name"], _version(request), inference)
+    payload, headers = encode_infer_response(result, inference)
+    payload, encoding = compress_body(payload, request.headers.get("accept-encoding"))
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    return Response(payload, headers=headers)
+
+
+async def predict(request: Request) -> Response:
+    """Classic upload: ``curl -F img=@cat.jpg`` or a raw ``image/*`` body → top-k as JSON."""
+    plane = _plane(request)
+    name = request.path_params.get("name") or _default_model(plane)
+    images, filenames = await _uploaded_images(request)
+    top_k = request.query_params.get("top_k")
+    model = plane.registry.get(name, _version(request))
+    if model.preprocessor is None or model.classifier is None:
+        raise InvalidRequest(f"model {name!r} has no image classification pipeline; use /infer")
+    c = model.classifier.config
+    inference = InferenceRequest(
+        inputs={model.preprocessor.config.public_input: np.array(images, dtype=object)},
+        outputs=tuple(
+            RequestedOutput(n) for n in (c.label_output, c.probability_output, c.index_output)
+        ),
+    )
+    result = await plane.infer(name, _version(request), inference)
+    k = _top_k(top_k, model.classifier.top_k)
+    labels, probs, indices = (
+        result.outputs[n] for n in (c.label_output, c.probability_output, c.index_output)
+    )
+    predictions = [
+        {
+            "filename": filenames[i],
+            "top_k": [
+                {
+                    "label": labels[i, j].decode(),
+                    "probability": float(probs[i, j]),
+                    "class_index": int(indices[i, j]),
+                }
+                for j in range(k)
+            ],
+        }
+        for i in range(len(images))
+    ]
+    return json_response(
+        {
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "predictions": predictions,
+        }
+    )
+
+
+def _top_k(raw: str | None, limit: int) -> int:
+    if raw is None:
+        return limit
+    if not raw.isdigit() or not 1 <= int(raw) <= limit:
+        raise InvalidRequest(f"query parameter top_k must be an integer from 1 to {limit}")
+    return int(raw)
+
+
+def _default_model(plane: DataPlane) -> str:
+    names = plane.registry.names()
+    if len(names) != 1:
+        raise InvalidRequest(
+            f"this server has {len(names)} models; use /v2/models/<name>/predict with one of {names}"
+        )
+    return names[0]
+
+
+async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | None]]:
+    settings = _settings(request)
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if media.startswith("image/") or media == "application/octet-stream":
+        body = await read_body(request, settings.http.max_body_bytes)
+        if not body:
+            raise InvalidRequest("empty request body; send an image")
+        return [body], [None]
+    if media != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"content type {content_type or '(none)'!r} is not an image upload; send "
+            "multipart/form-data (curl -F img=@cat.jpg) or an image/* body"
+        )
+    await read_body(request, settings.http.max_body_bytes)
+    limit = settings.limits.max_images_per_request
+    try:
+        form = await request.form(max_files=limit, max_fields=limit)
+    except Exception as exc:  # starlette raises its own HTTPException / MultiPartException
+        raise InvalidRequest(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from exc
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise InvalidRequest("the multipart body holds no file; send one with -F img=@cat.jpg")
+        images = [await f.read() for f in files]
+        return images, [f.filename for f in files]
+    finally:
+        await form.close()
+
+
+async def repository_index(request: Request) -> Response:
+    return json_response(_plane(request).repository_index())
+
+
+async def load_model(request: Request) -> Response:
+    await _plane(request).load_model(request.path_params["name"])
+    return json_response({"name": request.path_params["name"], "load": True})
+
+
+async def unload_model(request: Request) -> Response:
+    await _plane(request).unload_model(request.path_params["name"])
+    return json_response({"name": request.path_params["name"], "unload": True})
+
+
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(OPENAPI)
+
+
+async def index(request: Request) -> Response:
+    plane = _plane(request)
+    return json_response(
+        {
+            "name": "infership",
+            "models": plane.registry.names(),
+            "ready": plane.ready,
+            "docs": {"openapi": "/openapi.json", "metrics": "/metrics", "predict": "/predict"},
+        }
+    )

@@ -1,0 +1,203 @@
+"""``model.yaml``: the per-model configuration, validated strictly.
+
+An unknown key, a wrong type or a bad value is an error naming the file and the field. Example::
+
+    runtime: onnx
+    artifact: model.onnx
+    version_policy: latest           # all | {latest: 2} | {specific: [1, 3]}
+    inputs:  [{name: input, datatype: FP32, shape: [-1, 3, 224, 224]}]
+    outputs: [{name: logits, datatype: FP32, shape: [-1, 1000]}]
+    batching: {max_batch_size: 8, max_queue_delay_ms: 0}
+    preprocess:
+      image: {input: input, resize: [224, 224], mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}
+    postprocess:
+      classification: {output: logits, top_k: 5, labels: labels.txt}
+    sha256: {1/model.onnx: 3f5c..., labels.txt: 9ab1...}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infership.batching.policy import BatchPolicy
+from infership.errors import ConfigError
+from infership.types import DATATYPES, TensorSpec
+
+MANIFEST_NAME = "model.yaml"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorConfig(_Strict):
+    name: str = Field(min_length=1)
+    datatype: str
+    """Open Inference Protocol datatype name, upper case: FP32, INT64, BYTES, ..."""
+    shape: tuple[int, ...]
+    """Dimensions, -1 for any size; the first is the batch axis for batching models."""
+
+    @field_validator("datatype")
+    @classmethod
+    def _known_datatype(cls, value: str) -> str:
+        if value not in DATATYPES:
+            raise ValueError(f"unknown datatype {value!r}; expected one of {sorted(DATATYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _valid_dims(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d == 0 or d < -1 for d in value):
+            raise ValueError("dimensions must be positive or -1 (any size)")
+        return value
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, self.datatype, self.shape)
+
+
+class LatestVersions(_Strict):
+    latest: int = Field(1, ge=1)
+    """Serve the newest N versions."""
+
+
+class SpecificVersions(_Strict):
+    specific: tuple[Annotated[int, Field(ge=1)], ...] = Field(min_length=1)
+    """Serve exactly these versions."""
+
+
+VersionPolicy = Literal["latest", "all"] | LatestVersions | SpecificVersions
+
+
+class OnnxOptions(_Strict):
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads inside one operator; 0 lets onnxruntime use every core."""
+    inter_op_threads: int = Field(1, ge=0)
+    """Threads running independent operators in parallel; 1 suits most CNNs."""
+    execution_providers: tuple[Literal["cpu", "cuda", "tensorrt"], ...] = ("cpu",)
+    """Preferred order. GPU providers are used only when installed and asked for here."""
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+class ImagePreprocess(_Strict):
+    """Encoded image (JPEG, PNG, ...) → float tensor for one model input."""
+
+    input: str
+    """The model input this pipeline feeds."""
+    public_input: str = "image"
+    """Name of the BYTES input (encoded images) in the model's public signature."""
+    color: Literal["RGB", "L"] = "RGB"
+    resize: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
+    """Final (height, width)."""
+    resize_shorter: int | None = Field(None, ge=1)
+    """When set: resize the shorter side to this, keep the aspect ratio, then centre-crop to
+    ``resize``. When unset: resize straight to ``resize``."""
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+
+    @model_validator(mode="after")
+    def _channels_match(self) -> ImagePreprocess:
+        channels = 3 if self.color == "RGB" else 1
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean and std need {channels} values for color {self.color}")
+        if any(s == 0 for s in self.std):
+            raise ValueError("std values must be non-zero")
+        return self
+
+
+class Preprocess(_Strict):
+    image: ImagePreprocess | None = None
+
+
+class Classification(_Strict):
+    """Scores → top-k labels and probabilities."""
+
+    output: str
+    """The model output holding class scores [batch, classes]."""
+    softmax: bool = True
+    """Apply softmax (set false when the model already outputs probabilities)."""
+    top_k: int = Field(5, ge=1)
+    labels: str | None = None
+    """Labels file, one per line, relative to the model folder."""
+    label_output: str = "label"
+    probability_output: str = "probability"
+    index_output: str = "class_index"
+
+
+class Postprocess(_Strict):
+    classification: Classification | None = None
+
+
+class ModelManifest(_Strict):
+    """The contents of one ``model.yaml``."""
+
+    name: str | None = None
+    """Defaults to the folder name; if given it must equal it."""
+    description: str = ""
+    runtime: Literal["onnx"] = "onnx"
+    artifact: str = "model.onnx"
+    """File inside each version folder."""
+    version_policy: VersionPolicy = "latest"
+    inputs: tuple[TensorConfig, ...] | None = None
+    """Expected model inputs; when given they are checked against the model at load."""
+    outputs: tuple[TensorConfig, ...] | None = None
+    batching: BatchPolicy = BatchPolicy()
+    onnx: OnnxOptions = OnnxOptions()
+    preprocess: Preprocess = Preprocess()
+    postprocess: Postprocess = Postprocess()
+    warmup: bool = True
+    """Run a batch of zeros through the model before reporting it ready."""
+    sha256: dict[str, str] = {}
+    """Hex sha256 per file, relative to the model folder (``1/model.onnx``); checked at load."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for path, digest in value.items():
+            if not _SHA256.match(digest):
+                raise ValueError(f"{path}: expected 64 lower-case hex digits, got {digest!r}")
+            if Path(path).is_absolute() or ".." in Path(path).parts:
+                raise ValueError(f"{path}: must be a path inside the model folder")
+        return value
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Parse and validate one ``model.yaml``; any problem is a ConfigError naming file and field."""
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        manifest = ModelManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    folder = path.parent.name
+    if manifest.name is not None and manifest.name != folder:
+        raise ConfigError(f"{path}: field 'name': {manifest.name!r} differs from folder {folder!r}")
+    if not _MODEL_NAME.match(folder):
+        raise ConfigError(f"{path}: model folder name {folder!r} is not a valid model name")
+    return manifest
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"field '{where}': {message}")
+    return "; ".join(problems)

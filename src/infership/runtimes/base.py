@@ -1,0 +1,34 @@
+"""The seam between the server and a model's compute library.
+
+A runtime holds one loaded model version. The scheduler calls ``infer`` from a worker thread with
+batched arrays; the runtime knows nothing of HTTP, gRPC, queues or images.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from infership.types import Array, TensorSpec
+
+
+class Runtime(ABC):
+    """One loaded model version. ``inputs``/``outputs`` are read from the model itself."""
+
+    platform: str = "unknown"
+    """OIP ``platform`` string, ``<framework>_<format>``."""
+
+    @property
+    @abstractmethod
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    @abstractmethod
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @abstractmethod
+    def infer(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        """Compute one batch. Called from a worker thread; must be thread-safe if
+        ``parallel_executions`` > 1. Inputs are already checked against ``inputs``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most runtimes free on GC
+        """Release resources; the runtime is not used afterwards."""

@@ -1,0 +1,76 @@
+"""Running the application on sockets: start-up checks → bind → load and warm → serve → stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import uvicorn
+
+from infership.app import Application
+from infership.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """``infership serve`` as a library call: ``asyncio.run(Server(settings).serve())``."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.application = Application(settings)
+        self._uvicorn: uvicorn.Server | None = None
+
+    async def serve(self) -> None:
+        """Serve until SIGINT/SIGTERM. Raises ConfigError or ModelLoadError if start-up fails."""
+        started = time.perf_counter()
+        # 1. Validate every model before binding: a broken config must not look like a server.
+        names = self.application.check()
+        # 2. Bind, so liveness answers while models load (readiness stays false until warm).
+        http = self.settings.http
+        config = uvicorn.Config(
+            self.application.rest,
+            host=http.host,
+            port=http.port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_keep_alive=int(http.keep_alive_s),
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        self._uvicorn = server
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if serving.done():
+            serving.result()  # re-raise why binding failed
+            raise SystemExit(1)  # uvicorn exited without an exception (e.g. port in use)
+        # 3. Load and warm the models; a failure stops the server with the reason.
+        try:
+            await self.application.start()
+        except BaseException:
+            server.should_exit = True
+            await serving
+            await self.application.stop()
+            raise
+        log.info(
+            "ready: serving %s on http://%s:%d (cold start %.2f s)",
+            ", ".join(names), http.host, self.port, time.perf_counter() - started,
+        )  # fmt: skip
+        # 4. Serve until a signal; uvicorn closes the listener and finishes open requests.
+        await serving
+        # 5. Drain what is still queued and release the models.
+        await self.application.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._uvicorn is not None and self._uvicorn.servers
+        port: int = self._uvicorn.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    def request_stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
