@@ -1,4 +1,4 @@
-"""The composition root: builds the repository, registry, data plane and transports from settings."""
+"""The composition root: repository, registry, data plane and transports, built from settings."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ EXAMPLE_REPOSITORY = Path(__file__).parent / "examples" / "models"
 
 
 class Application:
-    """Everything one server runs, wired together. ``check()``, then ``start()``, then ``stop()``."""
+    """Everything one server runs, wired together: ``check()``, ``start()``, then ``stop()``."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -59,4 +59,3 @@ class Application:
         self.dataplane.draining = True
         await self.registry.stop()
         self.preprocess_executor.shutdown(wait=True)
-

@@ -1,4 +1,4 @@
-"""The ``infership`` command. Each subcommand parses, builds settings, calls one library function."""
+"""The ``infership`` command: each subcommand parses, builds settings, calls one library."""
 
 from __future__ import annotations
 

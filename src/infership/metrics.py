@@ -30,7 +30,7 @@ class Metrics:
             _MODEL, buckets=_LATENCY, registry=r,
         )  # fmt: skip
         self.preprocess_seconds = Histogram(
-            "infership_preprocess_duration_seconds", "Image decoding and preprocessing per request.",
+            "infership_preprocess_duration_seconds", "Image decoding and resizing, per request.",
             _MODEL, buckets=_LATENCY, registry=r,
         )  # fmt: skip
         self.inference_seconds = Histogram(

@@ -1,4 +1,4 @@
-"""A served model version: signature checks, pre-processing, the batching scheduler, post-processing.
+"""A served model version: signature checks, pre-processing, batching scheduler, post-processing.
 
 This is where a transport-neutral ``InferenceRequest`` becomes rows for the runtime and back. The
 public signature of a model with an image pipeline takes encoded images (BYTES) and answers
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -175,7 +175,7 @@ class ServedModel:
         if images.dtype != object:
             raise InvalidRequest(f"input {name!r} must be BYTES (encoded images)")
         flat = images.reshape(-1)
-        if images.ndim not in (1, 2) or images.ndim == 2 and images.shape[1] != 1:
+        if images.ndim not in (1, 2) or (images.ndim == 2 and images.shape[1] != 1):
             raise InvalidRequest(
                 f"input {name!r} must have shape [n] or [n, 1], got {list(images.shape)}"
             )
@@ -188,7 +188,7 @@ class ServedModel:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         tensor = await loop.run_in_executor(
-            self._preprocess_executor, self.preprocessor.batch, list(flat)
+            self._preprocess_executor, self.preprocessor.batch, cast(list[bytes], flat.tolist())
         )
         self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return tensor

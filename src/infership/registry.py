@@ -183,8 +183,9 @@ class ModelRegistry:
             spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
             if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):
                 raise ModelLoadError(
-                    f"{where}: field 'preprocess.image': makes FP32 {list(preprocessor.sample_shape)}"
-                    f" images but input {spec.name!r} is {spec.datatype} {list(spec.shape)}"
+                    f"{where}: field 'preprocess.image': makes FP32 "
+                    f"{list(preprocessor.sample_shape)} images but input {spec.name!r} is "
+                    f"{spec.datatype} {list(spec.shape)}"
                 )
         if manifest.postprocess.classification is not None:
             config_c = manifest.postprocess.classification

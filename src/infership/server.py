@@ -42,7 +42,8 @@ class Server:
         server = uvicorn.Server(config)
         self._uvicorn = server
         serving = asyncio.create_task(server.serve())
-        while not server.started and not serving.done():
+        # uvicorn exposes only a flag for "listening"; poll it briefly.
+        while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         if serving.done():
             serving.result()  # re-raise why binding failed
@@ -67,7 +68,7 @@ class Server:
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        assert self._uvicorn is not None and self._uvicorn.servers
+        assert self._uvicorn is not None, "not serving"
         port: int = self._uvicorn.servers[0].sockets[0].getsockname()[1]
         return port
 

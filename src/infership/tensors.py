@@ -113,7 +113,7 @@ def tensor_from_raw(
             return deserialize_bytes_tensor(buf, count).reshape(dims)
         except InvalidRequest as exc:
             raise InvalidRequest(f"input {name!r}: {exc.message}") from None
-    dtype = numpy_dtype(datatype).newbyteorder("<")
+    dtype = _dtype(name, datatype).newbyteorder("<")
     expected = count * dtype.itemsize
     if len(buf) != expected:
         raise InvalidRequest(
@@ -130,7 +130,7 @@ def tensor_to_raw(array: Array) -> bytes | memoryview:
     >>> bytes(tensor_to_raw(np.array([1, 2], dtype=np.int16)))
     b'\\x01\\x00\\x02\\x00'
     """
-    if datatype_of(array) == "BYTES":
+    if array.dtype.kind in "OSU":
         return serialize_bytes_tensor(array)
     contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     return contiguous.reshape(-1).view(np.uint8).data
@@ -186,15 +186,27 @@ def tensor_to_json_data(array: Array) -> Any:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")).reshape(-1)
 
 
+def _dtype(name: str, datatype: str) -> np.dtype[np.generic]:
+    try:
+        return numpy_dtype(datatype)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"input {name!r}: {exc.message}") from None
+
+
 def _numbers_from_list(name: str, datatype: str, data: list[Any]) -> Array:
-    target = numpy_dtype(datatype)
+    target = _dtype(name, datatype)
     # Infer first instead of np.array(data, dtype=target): a target dtype would silently
     # parse "1.5" strings and wrap out-of-range integers.
     try:
         inferred = np.array(data)
     except (ValueError, TypeError):
         raise InvalidRequest(f"input {name!r}: data is ragged or holds non-numbers") from None
-    if inferred.size and inferred.dtype.kind not in _JSON_KINDS[target.kind]:
+    kinds = _JSON_KINDS[target.kind]
+    if inferred.dtype.kind == "f" and target.kind in "iu":
+        # Ints on both sides of the int64 range (0 and 2**64 - 1) infer as float64;
+        # keep them as Python ints so the range check below stays exact.
+        inferred, kinds = _exact_integers(name, datatype, data), "O"
+    if inferred.size and inferred.dtype.kind not in kinds:
         words = _JSON_WORDS.get(target.kind, "numbers")
         raise InvalidRequest(f"input {name!r}: {datatype} data must be JSON {words}")
     if target.kind in "iu" and inferred.size:
@@ -206,6 +218,13 @@ def _numbers_from_list(name: str, datatype: str, data: list[Any]) -> Array:
     # FP16/FP32 overflow to inf like an IEEE cast would; numpy would also warn.
     with np.errstate(over="ignore"):
         return inferred.astype(target, copy=False).reshape(-1)
+
+
+def _exact_integers(name: str, datatype: str, data: list[Any]) -> Array:
+    flat = np.array(data, dtype=object).reshape(-1).tolist()
+    if not all(type(element) is int for element in flat):
+        raise InvalidRequest(f"input {name!r}: {datatype} data must be JSON integers")
+    return np.array(flat, dtype=object)
 
 
 def _bytes_from_list(name: str, data: list[Any]) -> Array:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from infership.errors import ConfigError
 from infership.repository.manifest import Classification
 from infership.types import Array, TensorSpec
+
+Floats = npt.NDArray[np.float32]
 
 
 class Classifier:
@@ -39,7 +42,7 @@ class Classifier:
 
     def __call__(self, scores: Array) -> dict[str, Array]:
         """[n, classes] scores → {label: [n, k] BYTES, probability: [n, k] FP32, index}."""
-        values = scores.astype(np.float32, copy=False).reshape(len(scores), -1)
+        values: Floats = scores.astype(np.float32, copy=False).reshape(len(scores), -1)
         if self.config.softmax:
             values = _softmax(values)
         k = self.top_k
@@ -54,8 +57,8 @@ class Classifier:
         }
 
 
-def _softmax(x: Array) -> Array:
-    shifted = x - x.max(axis=1, keepdims=True)
+def _softmax(x: Floats) -> Floats:
+    shifted: Floats = x - x.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted

@@ -1,11 +1,11 @@
 """A model repository on disk, in the layout Triton and TF Serving users know::
 
-    models/
-      efficientnet-lite0/
-        model.yaml
-        labels.txt
-        1/model.onnx
-        2/model.onnx
+models/
+  efficientnet-lite0/
+    model.yaml
+    labels.txt
+    1/model.onnx
+    2/model.onnx
 """
 
 from __future__ import annotations

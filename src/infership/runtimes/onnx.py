@@ -1,4 +1,4 @@
-"""ONNX Runtime: CPU by default, CUDA or TensorRT execution providers when installed and asked for."""
+"""ONNX Runtime: CPU by default; CUDA or TensorRT providers when installed and asked for."""
 
 from __future__ import annotations
 
@@ -108,6 +108,8 @@ def _spec(arg: Any, path: Path) -> TensorSpec:
     try:
         datatype = _DATATYPES[arg.type]
     except KeyError:
-        raise ModelLoadError(f"{path}: tensor {arg.name!r} has unsupported type {arg.type}") from None
+        raise ModelLoadError(
+            f"{path}: tensor {arg.name!r} has unsupported type {arg.type}"
+        ) from None
     shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in arg.shape)
     return TensorSpec(arg.name, datatype, shape)

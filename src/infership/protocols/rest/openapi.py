@@ -61,7 +61,7 @@ _UPLOAD_BODY = {
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },
 }
-_TENSOR_META = {
+_TENSOR_META: dict[str, Any] = {
     "type": "object",
     "required": ["name", "datatype", "shape"],
     "properties": {

@@ -160,7 +160,7 @@ def _default_model(plane: DataPlane) -> str:
     names = plane.registry.names()
     if len(names) != 1:
         raise InvalidRequest(
-            f"this server has {len(names)} models; use /v2/models/<name>/predict with one of {names}"
+            f"this server has {len(names)} models; use /v2/models/<name>/predict, one of {names}"
         )
     return names[0]
 
