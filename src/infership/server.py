@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -12,6 +15,14 @@ from infership.app import Application
 from infership.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+
+class _Uvicorn(uvicorn.Server):
+    # uvicorn re-raises a captured SIGTERM once its own shutdown is done, which would kill the
+    # process before the models drain. Server owns the signals instead (see _handle_signals).
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class Server:
@@ -39,8 +50,9 @@ class Server:
             timeout_keep_alive=int(http.keep_alive_s),
             server_header=False,
         )
-        server = uvicorn.Server(config)
+        server = _Uvicorn(config)
         self._uvicorn = server
+        self._handle_signals()
         serving = asyncio.create_task(server.serve())
         # uvicorn exposes only a flag for "listening"; poll it briefly.
         while not server.started and not serving.done():  # noqa: ASYNC110
@@ -73,5 +85,16 @@ class Server:
         return port
 
     def request_stop(self) -> None:
-        if self._uvicorn is not None:
-            self._uvicorn.should_exit = True
+        """Begin a graceful stop; a second call forces it."""
+        if self._uvicorn is None:
+            return
+        if self._uvicorn.should_exit:
+            self._uvicorn.force_exit = True
+        self._uvicorn.should_exit = True
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Not available off the main thread or on Windows: then the embedder stops us.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self.request_stop)
