@@ -227,8 +227,9 @@ def main() -> None:
     classify_test_images(session, args.images, labels_path)
 
     digests = {"1/model.onnx": sha256(onnx_path), "labels.txt": sha256(labels_path)}
-    (out / "model.yaml").write_text(MODEL_YAML.format(**{k.removeprefix("1/").replace(".", "_"): v
-                                                        for k, v in digests.items()}))
+    (out / "model.yaml").write_text(
+        MODEL_YAML.format(**{k.removeprefix("1/").replace(".", "_"): v for k, v in digests.items()})
+    )
     for rel, hexdigest in digests.items():
         print(f"sha256 {hexdigest}  {rel} ({(out / rel).stat().st_size} bytes)")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: the bundled example served in-process, test images, and a real server process."""
+"""Shared fixtures: the example served in-process, test images, and a real server process."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def coffee() -> bytes:
 async def example_app() -> AsyncIterator[Application]:
     """The bundled example, loaded and warmed once for the whole session, in-process."""
     settings = ServerSettings(
-        model_control=True, http={"max_body_bytes": 8 * 1024 * 1024}, limits={"max_image_pixels": 4_000_000}
+        model_control=True,
+        http={"max_body_bytes": 8 * 1024 * 1024},
+        limits={"max_image_pixels": 4_000_000},
     )
     app = Application(settings)
     app.check()

@@ -231,6 +231,13 @@ def test_json_data_of_non_utf8_bytes_is_none() -> None:
     assert tensor_to_json_data(np.array([b"ok", b"\xff"], dtype=object)) is None
 
 
+def test_non_native_byte_order_is_handled() -> None:
+    big_endian = np.array([1.5, -2.0], dtype=">f4")
+    assert bytes(tensor_to_raw(big_endian)) == np.array([1.5, -2.0], "<f4").tobytes()
+    data = tensor_to_json_data(big_endian)
+    assert orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) == b"[1.5,-2.0]"
+
+
 def test_json_data_is_flat() -> None:
     data = tensor_to_json_data(np.arange(6, dtype=np.int16).reshape(2, 3))
     assert orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) == b"[0,1,2,3,4,5]"

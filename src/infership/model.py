@@ -181,9 +181,12 @@ class ServedModel:
             )
         if len(flat) == 0:
             raise InvalidRequest(f"input {name!r} holds no images")
-        if len(flat) > self.max_images:
+        # Refuse before decoding: the batch limit is known and decoding is the costly part.
+        limit = min(self.max_images, self.manifest.batching.max_batch_size)
+        if len(flat) > limit:
             raise PayloadTooLarge(
-                f"input {name!r} holds {len(flat)} images; the limit is {self.max_images}"
+                f"input {name!r} holds {len(flat)} images; model {self.name!r} takes at most "
+                f"{limit} per request"
             )
         started = time.perf_counter()
         loop = asyncio.get_running_loop()

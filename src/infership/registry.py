@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from infership.errors import (
+    ConfigError,
     InfershipError,
-    InvalidRequest,
-    ModelLoadError,
     ModelNotFound,
     ModelNotReady,
     VersionNotFound,
@@ -72,14 +71,21 @@ class ModelRegistry:
         The new versions are ready before the old ones stop, and the old ones finish what they
         had queued. Raises ModelNotFound, ConfigError or ModelLoadError.
         """
+        if not self.repository.exists(name):
+            raise ModelNotFound(f"model {name!r} is not in the repository {self.repository.root}")
         async with self._lock:
-            self._status[name] = [ModelStatus(name, None, ModelState.LOADING)]
+            old = self._served.get(name, {})
+            if not old:
+                self._status[name] = [ModelStatus(name, None, ModelState.LOADING)]
             try:
                 loaded = await self._load_versions(name)
             except InfershipError as exc:
-                self._status[name] = [ModelStatus(name, None, ModelState.UNAVAILABLE, str(exc))]
+                if old:  # the versions already serving keep serving; say why the reload failed
+                    for status in self._status[name]:
+                        status.reason = f"reload failed: {exc}"
+                else:
+                    self._status[name] = [ModelStatus(name, None, ModelState.UNAVAILABLE, str(exc))]
                 raise
-            old = self._served.get(name, {})
             self._served[name] = {m.version: m for m in loaded}
             self._status[name] = [ModelStatus(name, m.version, ModelState.READY) for m in loaded]
             for model in loaded:
@@ -116,14 +122,15 @@ class ModelRegistry:
             raise ModelNotReady(f"model {name!r} is {status.state.lower()}{detail}")
         if version is None or version == "":
             return versions[max(versions)]
-        if not version.isdigit():
-            raise InvalidRequest(f"model version must be a positive integer, got {version!r}")
-        try:
-            return versions[int(version)]
-        except KeyError:
+        number = (
+            int(version) if version.isascii() and version.isdigit() and len(version) < 19 else 0
+        )
+        if number not in versions:
+            shown = version if len(version) <= 20 else version[:20] + "..."
             raise VersionNotFound(
-                f"model {name!r} has no version {version}; served versions: {sorted(versions)}"
-            ) from None
+                f"model {name!r} has no version {shown!r}; served versions: {sorted(versions)}"
+            )
+        return versions[number]
 
     def versions(self, name: str) -> list[int]:
         return sorted(self._served.get(name, {}))
@@ -182,7 +189,7 @@ class ModelRegistry:
             )
             spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
             if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):
-                raise ModelLoadError(
+                raise ConfigError(
                     f"{where}: field 'preprocess.image': makes FP32 "
                     f"{list(preprocessor.sample_shape)} images but input {spec.name!r} is "
                     f"{spec.datatype} {list(spec.shape)}"
@@ -218,7 +225,7 @@ def _find(specs: tuple[TensorSpec, ...], name: str, where: object, field: str) -
     for spec in specs:
         if spec.name == name:
             return spec
-    raise ModelLoadError(
+    raise ConfigError(
         f"{where}: field '{field}': the model has no tensor {name!r}; it has "
         f"{[s.name for s in specs]}"
     )
@@ -235,7 +242,7 @@ def _check_signature(source: ModelSource, runtime: Runtime) -> None:
             continue
         by_name = {s.name: s for s in actual}
         if {d.name for d in declared} != set(by_name):
-            raise ModelLoadError(
+            raise ConfigError(
                 f"{where}: field '{field}': declares {sorted(d.name for d in declared)} but the "
                 f"model has {sorted(by_name)}"
             )
@@ -245,7 +252,7 @@ def _check_signature(source: ModelSource, runtime: Runtime) -> None:
                 r < 0 or r == w for r, w in zip(real.shape, d.shape, strict=True)
             )
             if d.datatype != real.datatype or not shapes_fit:
-                raise ModelLoadError(
+                raise ConfigError(
                     f"{where}: field '{field}.{i}': declares {d.name} {d.datatype} "
                     f"{list(d.shape)} but the model has {real.datatype} {list(real.shape)}"
                 )

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from infership.errors import InvalidRequest
-from infership.types import Array, datatype_of, numpy_dtype
+from infership.types import Array, numpy_dtype
 
 _LENGTH: Final = struct.Struct("<I")
 
@@ -115,9 +115,10 @@ def tensor_from_raw(
             raise InvalidRequest(f"input {name!r}: {exc.message}") from None
     dtype = _dtype(name, datatype).newbyteorder("<")
     expected = count * dtype.itemsize
-    if len(buf) != expected:
+    size = memoryview(buf).nbytes
+    if size != expected:
         raise InvalidRequest(
-            f"input {name!r}: expected {expected} bytes for {datatype} {list(dims)}, got {len(buf)}"
+            f"input {name!r}: expected {expected} bytes for {datatype} {list(dims)}, got {size}"
         )
     return np.frombuffer(buf, dtype=dtype).reshape(dims)
 
@@ -173,7 +174,7 @@ def tensor_to_json_data(array: Array) -> Any:
     >>> tensor_to_json_data(np.array([b"hi", b"\\xff"], dtype=object)) is None
     True
     """
-    if datatype_of(array) == "BYTES":
+    if array.dtype.kind in "OSU":
         try:
             return [
                 item.decode() if isinstance(item, bytes) else str(item)

@@ -57,7 +57,7 @@ def datatype_of(array: Array) -> str:
     if dtype.kind in ("S", "O", "U"):
         return "BYTES"
     try:
-        return _DATATYPE_OF[dtype]
+        return _DATATYPE_OF[dtype.newbyteorder("=")]
     except KeyError:
         raise InvalidRequest(f"numpy dtype {dtype} has no protocol datatype") from None
 

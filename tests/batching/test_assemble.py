@@ -17,8 +17,8 @@ def texts(*items: bytes) -> Array:
 
 
 def test_stack_concatenates_along_axis_0_and_counts_rows() -> None:
-    a = {"x": np.zeros((1, 3), np.float32), "ids": np.array([[1]], np.int64)}
-    b = {"x": np.ones((2, 3), np.float32), "ids": np.array([[2], [3]], np.int64)}
+    a: dict[str, Array] = {"x": np.zeros((1, 3), np.float32), "ids": np.array([[1]])}
+    b: dict[str, Array] = {"x": np.ones((2, 3), np.float32), "ids": np.array([[2], [3]])}
     batch, counts = stack([a, b])
     assert counts == [1, 2]
     assert batch["x"].shape == (3, 3)

@@ -23,7 +23,9 @@ def encode(image: Image.Image, fmt: str = "JPEG") -> bytes:
 
 def reference(data: bytes) -> np.ndarray:
     """The documented preprocessing, spelled out with plain Pillow and numpy."""
-    image = Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    image = (
+        Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    )
     x = np.asarray(image, dtype=np.float32) / 255
     return ((x - 0.5) / 0.5).transpose(2, 0, 1)
 
@@ -36,7 +38,9 @@ def test_matches_the_documented_preprocessing(chelsea: bytes) -> None:
 
 
 def test_nhwc_layout_and_grayscale() -> None:
-    gray = ImagePreprocess(input="x", resize=(8, 6), color="L", mean=(0.0,), std=(1.0,), layout="NHWC")
+    gray = ImagePreprocess(
+        input="x", resize=(8, 6), color="L", mean=(0.0,), std=(1.0,), layout="NHWC"
+    )
     out = ImagePreprocessor(gray, max_pixels=10**7).one(encode(Image.new("RGB", (30, 40), "white")))
     assert out.shape == (8, 6, 1)
     np.testing.assert_allclose(out, 1.0)
@@ -55,7 +59,9 @@ def test_large_jpeg_decodes_in_draft_mode_to_the_right_size() -> None:
     big = encode(Image.new("RGB", (4000, 3000), (200, 100, 50)))
     out = ImagePreprocessor(CONFIG, max_pixels=10**8).one(big)
     assert out.shape == (3, 224, 224)
-    np.testing.assert_allclose(out[:, 100, 100], (np.array([200, 100, 50]) / 255 - 0.5) / 0.5, atol=0.02)
+    np.testing.assert_allclose(
+        out[:, 100, 100], (np.array([200, 100, 50]) / 255 - 0.5) / 0.5, atol=0.02
+    )
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:

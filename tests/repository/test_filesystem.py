@@ -39,7 +39,9 @@ def test_example_repository_lists_and_verifies_the_example() -> None:
         ("{specific: [1, 3]}", (1, 3)),
     ],
 )
-def test_version_policy_selects_versions(tmp_path: Path, policy: str, expected: tuple[int, ...]) -> None:
+def test_version_policy_selects_versions(
+    tmp_path: Path, policy: str, expected: tuple[int, ...]
+) -> None:
     make_model(tmp_path, [1, 2, 3], policy)
     assert FilesystemRepository(tmp_path).find("m").versions == expected
 

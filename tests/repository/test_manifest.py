@@ -30,14 +30,20 @@ def test_minimal_manifest_gets_defaults(tmp_path: Path) -> None:
     ("text", "field"),
     [
         pytest.param("colour: red\n", "'colour': unknown key", id="unknown-key"),
-        pytest.param("batching: {max_batch_size: eight}\n", "batching.max_batch_size", id="wrong-type"),
-        pytest.param("batching: {max_batch_size: 0}\n", "batching.max_batch_size", id="out-of-range"),
+        pytest.param(
+            "batching: {max_batch_size: eight}\n", "batching.max_batch_size", id="wrong-type"
+        ),
+        pytest.param(
+            "batching: {max_batch_size: 0}\n", "batching.max_batch_size", id="out-of-range"
+        ),
         pytest.param("batching: {colour: red}\n", "batching.colour", id="nested-unknown-key"),
         pytest.param("runtime: tensorflow\n", "runtime", id="unknown-runtime"),
         pytest.param(
             "inputs: [{name: x, datatype: fp32, shape: [1]}]\n", "inputs.0.datatype", id="datatype"
         ),
-        pytest.param("inputs: [{name: x, datatype: FP32, shape: [0]}]\n", "inputs.0.shape", id="dim"),
+        pytest.param(
+            "inputs: [{name: x, datatype: FP32, shape: [0]}]\n", "inputs.0.shape", id="dim"
+        ),
         pytest.param("sha256: {model.onnx: abc}\n", "sha256", id="bad-digest"),
         pytest.param("sha256: {../x: " + "0" * 64 + "}\n", "sha256", id="digest-outside"),
         pytest.param("version_policy: newest\n", "version_policy", id="version-policy"),

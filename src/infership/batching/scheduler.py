@@ -43,6 +43,7 @@ from infership.errors import (
     InferenceFailed,
     InvalidRequest,
     ModelNotReady,
+    PayloadTooLarge,
     QueueFull,
 )
 from infership.types import Array
@@ -132,7 +133,7 @@ class BatchScheduler:
         return self._in_flight
 
     async def start(self) -> None:
-        """Start accepting requests; call it inside the running loop. A stopped one stays so."""
+        """Start accepting requests (inside the running loop); once stopped: ModelNotReady."""
         if self._state is _State.NEW:
             self._state = _State.RUNNING
         elif self._state is not _State.RUNNING:
@@ -157,7 +158,7 @@ class BatchScheduler:
             raise InvalidRequest(f"model {self.name!r}: {exc.message}") from None
         limit = self.policy.max_batch_size
         if rows > limit:
-            raise InvalidRequest(
+            raise PayloadTooLarge(
                 f"model {self.name!r} takes at most {limit} rows per request "
                 f"(max_batch_size); this request has {rows}"
             )

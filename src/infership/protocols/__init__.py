@@ -1,0 +1,1 @@
+"""Wire protocols: each subpackage translates one transport to and from infership.types."""

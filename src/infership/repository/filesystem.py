@@ -61,11 +61,17 @@ class FilesystemRepository:
         """Every model name in the repository, sorted."""
         return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST_NAME}"))
 
+    def exists(self, name: str) -> bool:
+        """True when ``name`` is a model folder of this repository (never a path outside it)."""
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            return False
+        return (self.root / name / MANIFEST_NAME).is_file()
+
     def find(self, name: str) -> ModelSource:
         """Read and validate one model. Raises ModelNotFound or ConfigError (naming the file)."""
-        manifest_path = self.root / name / MANIFEST_NAME
-        if "/" in name or name.startswith(".") or not manifest_path.is_file():
+        if not self.exists(name):
             raise ModelNotFound(f"model {name!r} is not in the repository {self.root}")
+        manifest_path = self.root / name / MANIFEST_NAME
         manifest = load_manifest(manifest_path)
         source = ModelSource(
             name=name,
@@ -92,7 +98,9 @@ def file_sha256(path: Path) -> str:
 def _select_versions(manifest_path: Path, manifest: ModelManifest) -> tuple[int, ...]:
     folder = manifest_path.parent
     available = sorted(
-        int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name)
+        int(p.name)
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name)
     )
     if not available:
         raise ConfigError(f"{folder}: no version folders (expected 1/, 2/, ...)")

@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import io
 import struct
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,9 @@ import pytest
 import tritonclient.http
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+
+from infership.app import Application
+from infership.settings import ServerSettings
 
 MODEL = "efficientnet-lite0"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -47,7 +51,9 @@ def binary_image_body(
 
 def preprocess(jpeg: bytes) -> np.ndarray:
     """The example model's preprocessing, done independently of the server: [1, 3, 224, 224]."""
-    image = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    image = (
+        Image.open(io.BytesIO(jpeg)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    )
     pixels = np.asarray(image, dtype=np.float32) / 255
     pixels = (pixels - 0.5) / 0.5
     return pixels.transpose(2, 0, 1)[None]
@@ -111,7 +117,9 @@ async def test_model_metadata_describes_the_public_signature(
     assert outputs["logits"] == {"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}
 
 
-@pytest.mark.parametrize("path", [f"/v2/models/{MODEL}/ready", f"/v2/models/{MODEL}/versions/1/ready"])
+@pytest.mark.parametrize(
+    "path", [f"/v2/models/{MODEL}/ready", f"/v2/models/{MODEL}/versions/1/ready"]
+)
 async def test_model_ready(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path)
     assert response.status_code == 200
@@ -305,7 +313,9 @@ async def test_non_infer_responses_are_never_compressed(
 
 
 @pytest.mark.parametrize("path", ["/predict", f"/v2/models/{MODEL}/predict"])
-async def test_predict_multipart_upload(client: httpx.AsyncClient, chelsea: bytes, path: str) -> None:
+async def test_predict_multipart_upload(
+    client: httpx.AsyncClient, chelsea: bytes, path: str
+) -> None:
     response = await client.post(path, files={"img": ("chelsea.jpg", chelsea, "image/jpeg")})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
@@ -361,7 +371,29 @@ async def test_repository_index_lists_the_model_ready(client: httpx.AsyncClient)
     response = await client.post("/v2/repository/index")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == [{"name": MODEL, "state": "READY", "version": "1"}]
+    entries = [entry for entry in response.json() if entry["name"] == MODEL]
+    assert entries == [{"name": MODEL, "state": "READY", "version": "1"}]
+
+
+async def index_entry(client: httpx.AsyncClient, name: str) -> dict[str, Any] | None:
+    response = await client.post("/v2/repository/index")
+    assert response.status_code == 200
+    entries = [entry for entry in response.json() if entry["name"] == name]
+    assert len(entries) <= 1
+    return entries[0] if entries else None
+
+
+async def test_loading_an_unknown_model_is_404_and_leaves_it_unknown(
+    client: httpx.AsyncClient,
+) -> None:
+    name = "never-in-the-repository"
+    response = await client.post(f"/v2/repository/models/{name}/load")
+    assert response.status_code == 404
+    assert name in response.json()["error"]
+    # A failed load of a name the repository does not hold must not make the name "known".
+    assert await index_entry(client, name) is None
+    assert (await client.get(f"/v2/models/{name}")).status_code == 404
+    assert (await client.post(f"/v2/repository/models/{name}/unload")).status_code == 404
 
 
 async def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
@@ -373,8 +405,8 @@ async def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
         response = await client.post(f"/v2/repository/models/{MODEL}/unload")
         assert response.status_code == 200, response.text
 
-        (entry,) = (await client.post("/v2/repository/index")).json()
-        assert entry["name"] == MODEL
+        entry = await index_entry(client, MODEL)
+        assert entry is not None
         assert entry["state"] == "UNAVAILABLE"
 
         response = await client.post(INFER, content=body, headers=headers)
@@ -389,8 +421,7 @@ async def test_unload_makes_the_model_unavailable_and_load_brings_it_back(
         response = await client.post(f"/v2/repository/models/{MODEL}/load")
         assert response.status_code == 200, response.text
 
-    (entry,) = (await client.post("/v2/repository/index")).json()
-    assert entry == {"name": MODEL, "state": "READY", "version": "1"}
+    assert await index_entry(client, MODEL) == {"name": MODEL, "state": "READY", "version": "1"}
     response = await client.post(INFER, content=body, headers=headers)
     assert response.status_code == 200, response.text
     assert outputs_by_name(response.json())["class_index"]["data"][0] == CAT
@@ -469,3 +500,24 @@ async def test_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
     assert response.headers["content-type"] == "application/json"
     assert set(response.json()) == {"error"}
     assert "POST" in response.headers["allow"]
+
+
+async def test_failed_reload_keeps_the_serving_version_and_reports_why(
+    repository: Path,
+) -> None:
+    settings = ServerSettings(model_repository=repository, model_control=True)
+    app = Application(settings)
+    await app.start()
+    try:
+        (repository / "efficientnet-lite0" / "model.yaml").write_text("colour: red\n")
+        transport = httpx.ASGITransport(app=app.rest)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            failed = await c.post("/v2/repository/models/efficientnet-lite0/load")
+            assert failed.status_code == 400
+            assert "colour" in failed.json()["error"]
+            assert (await c.get("/v2/models/efficientnet-lite0/ready")).status_code == 200
+            (entry,) = (await c.post("/v2/repository/index")).json()
+            assert entry["state"] == "READY"
+            assert entry["reason"].startswith("reload failed:")
+    finally:
+        await app.stop()

@@ -3,6 +3,7 @@ wrong, and the server keeps serving afterwards."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import struct
 from pathlib import Path
@@ -73,16 +74,33 @@ def _multipart(fields: dict[str, str]) -> tuple[dict[str, str], bytes]:
     return headers, parts + f"--{boundary}--\r\n".encode()
 
 
+def _images(count: int, image: bytes = b"x") -> tuple[str, str, list[int], bytes]:
+    blob = (struct.pack("<I", len(image)) + image) * count
+    return ("image", "BYTES", [count], blob)
+
+
+def _multipart_files(count: int) -> tuple[dict[str, str], bytes]:
+    boundary = "infership-test-boundary"
+    parts = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="f{i}"; filename="{i}.jpg"\r\n'
+        f"Content-Type: image/jpeg\r\n\r\nx\r\n".encode()
+        for i in range(count)
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return headers, parts + f"--{boundary}--\r\n".encode()
+
+
 GOOD_TENSOR = {"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224]}
 IMAGE = _image(CHELSEA)
 
 # (id, method, path, headers, body, expected status, substring of the error message)
 CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
-    ("unknown-model", "POST", "/v2/models/nope/infer", *_binary([IMAGE]), 404, "unknown model 'nope'"),
+    ("unknown-model", "POST", "/v2/models/nope/infer", *_binary([IMAGE]), 404,
+     "unknown model 'nope'"),
     ("unknown-version", "POST", f"/v2/models/{MODEL}/versions/7/infer", *_binary([IMAGE]), 404,
-     "has no version 7"),
+     "has no version '7'"),
     ("non-numeric-version", "POST", f"/v2/models/{MODEL}/versions/latest/infer", *_binary([IMAGE]),
-     400, "version must be a positive integer"),
+     404, "has no version"),
     ("unknown-model-metadata", "GET", "/v2/models/nope", {}, b"", 404, "unknown model"),
     ("no-inputs-key", "POST", INFER, *_json({"id": "x"}), 400, "inputs must be a non-empty list"),
     ("empty-inputs", "POST", INFER, *_json({"inputs": []}), 400, "inputs must be a non-empty list"),
@@ -92,8 +110,8 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
      "has shape [1, 3, 224, 223]"),
     ("wrong-datatype", "POST", INFER, *_binary([_fp32([1, 3, 224, 224], "INT32")]), 400,
      "must be FP32, got INT32"),
-    ("data-length-not-shape", "POST", INFER, *_json({"inputs": [{**GOOD_TENSOR, "data": [0.0, 1.0]}]}),
-     400, "data has 2 elements"),
+    ("data-length-not-shape", "POST", INFER,
+     *_json({"inputs": [{**GOOD_TENSOR, "data": [0.0, 1.0]}]}), 400, "data has 2 elements"),
     ("malformed-json", "POST", INFER, {}, b'{"inputs": [', 400, "not valid JSON"),
     ("json-not-an-object", "POST", INFER, *_json([1, 2]), 400, "must be a JSON object"),
     ("inputs-not-a-list", "POST", INFER, *_json({"inputs": {**GOOD_TENSOR, "data": [0.0]}}), 400,
@@ -138,6 +156,28 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
      400, "must be BYTES"),
     ("negative-timeout", "POST", INFER, *_binary([IMAGE], parameters={"timeout": -5}), 400,
      "parameter 'timeout' must be a non-negative"),
+    ("gzip-bomb", "POST", INFER, {"Content-Encoding": "gzip"}, gzip.compress(bytes(9 * MIB)), 413,
+     "decompressed request body is over the limit"),
+    ("more-images-than-the-limit", "POST", INFER, *_binary([_images(65)]), 413,
+     "holds 65 images; model 'efficientnet-lite0' takes at most 8"),
+    # max_batch_size (8) caps the images of one request below max_images_per_request (64).
+    ("more-images-than-max-batch-size", "POST", INFER, *_binary([_images(9, CHELSEA)]), 413,
+     "takes at most 8 per request"),
+    ("more-rows-than-max-batch-size", "POST", INFER, *_binary([_fp32([9, 3, 224, 224])]), 413,
+     "takes at most 8 rows per request"),
+    ("predict-more-files-than-the-limit", "POST", "/predict", *_multipart_files(65), 413,
+     "Too many files"),
+    # str.isdigit() accepts "²" and numbers int() refuses to parse: these must not be 500s.
+    ("superscript-version", "POST", f"/v2/models/{MODEL}/versions/%C2%B2/infer", *_binary([IMAGE]),
+     404, "has no version"),
+    ("superscript-version-ready", "GET", f"/v2/models/{MODEL}/versions/%C2%B2/ready", {}, b"",
+     404, "has no version"),
+    ("huge-version", "GET", f"/v2/models/{MODEL}/versions/{'9' * 5000}", {}, b"", 404,
+     "has no version"),
+    ("predict-superscript-top-k", "POST", "/predict?top_k=%C2%B2", {"Content-Type": "image/jpeg"},
+     CHELSEA, 400, "top_k must be an integer"),
+    ("predict-huge-top-k", "POST", f"/predict?top_k={'9' * 5000}", {"Content-Type": "image/jpeg"},
+     CHELSEA, 400, "top_k must be an integer"),
     ("unsupported-content-encoding", "POST", INFER,
      {**_binary([IMAGE])[0], "Content-Encoding": "br"}, _binary([IMAGE])[1], 415,
      "Content-Encoding 'br' is not supported"),

@@ -47,7 +47,7 @@ def _version(request: Request) -> str | None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes before and while reading."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
     chunks = []
     size = 0
@@ -151,7 +151,7 @@ async def predict(request: Request) -> Response:
 def _top_k(raw: str | None, limit: int) -> int:
     if raw is None:
         return limit
-    if not raw.isdigit() or not 1 <= int(raw) <= limit:
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 6) or not 1 <= int(raw) <= limit:
         raise InvalidRequest(f"query parameter top_k must be an integer from 1 to {limit}")
     return int(raw)
 
@@ -184,7 +184,10 @@ async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | No
     try:
         form = await request.form(max_files=limit, max_fields=limit)
     except Exception as exc:  # starlette raises its own HTTPException / MultiPartException
-        raise InvalidRequest(f"malformed multipart body: {getattr(exc, 'detail', exc)}") from exc
+        detail = str(getattr(exc, "detail", exc))
+        if detail.startswith("Too many"):
+            raise PayloadTooLarge(f"multipart body: {detail}; the limit is {limit}") from exc
+        raise InvalidRequest(f"malformed multipart body: {detail}") from exc
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
