@@ -180,6 +180,7 @@ batching:
 onnx:
   intra_op_threads: 0
   inter_op_threads: 1
+  spin_wait: false      # the cores are shared with image decoding
 preprocess:
   image:
     input: input

@@ -83,6 +83,9 @@ class OnnxOptions(_Strict):
     execution_providers: tuple[Literal["cpu", "cuda", "tensorrt"], ...] = ("cpu",)
     """Preferred order. GPU providers are used only when installed and asked for here."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    spin_wait: bool = True
+    """Let idle onnxruntime threads spin briefly for the next batch. Turn off when the cores are
+    shared with image decoding: spinning threads then slow the decoder more than they save."""
 
 
 class ImagePreprocess(_Strict):

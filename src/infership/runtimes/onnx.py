@@ -63,6 +63,9 @@ class OnnxRuntime(Runtime):
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.graph_optimization_level = _OPTIMIZATION[options.graph_optimization]
+        spin = "1" if options.spin_wait else "0"
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        session_options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         providers = _providers(options)
         try:
             session = ort.InferenceSession(
