@@ -521,3 +521,18 @@ async def test_failed_reload_keeps_the_serving_version_and_reports_why(
             assert entry["reason"].startswith("reload failed:")
     finally:
         await app.stop()
+
+
+async def test_live_but_not_ready_until_models_are_loaded_and_warmed() -> None:
+    app = Application(ServerSettings())
+    transport = httpx.ASGITransport(app=app.rest)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.get("/v2/health/live")).json() == {"live": True}
+        before = await c.get("/v2/health/ready")
+        assert (before.status_code, before.json()) == (503, {"ready": False})
+        await app.start()
+        try:
+            assert (await c.get("/v2/health/ready")).json() == {"ready": True}
+        finally:
+            await app.stop()
+        assert (await c.get("/v2/health/ready")).status_code == 503  # draining
