@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -12,13 +13,24 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from infership.app import EXAMPLE_REPOSITORY, Application
 from infership.settings import ServerSettings
 
 TESTDATA = Path(__file__).parent / "testdata"
 EXAMPLE = "efficientnet-lite0"
+
+
+def reference_preprocess(jpeg: bytes) -> np.ndarray:
+    """The example's documented preprocessing, written independently of the server: Pillow RGB,
+    224×224 bilinear, [0, 1], (x − 0.5) / 0.5, NCHW float32 [1, 3, 224, 224]."""
+    with Image.open(io.BytesIO(jpeg)) as image:
+        rgb = image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    pixels = (np.asarray(rgb, dtype=np.float32) / 255 - 0.5) / 0.5
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
 
 
 @pytest.fixture(scope="session")

@@ -13,21 +13,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from PIL import Image
+
+from conftest import reference_preprocess
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).parents[2] / "src/infership/examples/models/efficientnet-lite0"
 IMAGES = Path(__file__).parents[1] / "testdata/images"
-
-
-def preprocess(path: Path) -> np.ndarray:
-    """Pillow RGB → 224×224 bilinear → [0, 1] → (x − 0.5) / 0.5 → NCHW float32 [1, 3, 224, 224]."""
-    with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
-    x = np.asarray(rgb, dtype=np.float32) / 255.0
-    x = (x - 0.5) / 0.5
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +52,8 @@ def test_onnxruntime_top1(image: str, expected: int) -> None:
     (model_input,) = session.get_inputs()
     assert model_input.name == "input"
     assert model_input.shape[1:] == [3, 224, 224]
-    (logits,) = session.run(["logits"], {"input": preprocess(IMAGES / image)})
+    (logits,) = session.run(
+        ["logits"], {"input": reference_preprocess((IMAGES / image).read_bytes())}
+    )
     assert logits.shape == (1, 1000)
     assert int(np.argmax(logits[0])) == expected

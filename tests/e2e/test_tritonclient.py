@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, reference_preprocess, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +29,6 @@ CLASSIFIER_OUTPUTS = ("label", "probability", "class_index")
 
 def _address(server: RunningServer) -> str:
     return server.url.removeprefix("http://")
-
-
-def preprocess(path: Path) -> np.ndarray:
-    """Pillow RGB → 224×224 bilinear → [0, 1] → (x − 0.5) / 0.5 → NCHW float32 [1, 3, 224, 224]."""
-    with Image.open(path) as image:
-        rgb = image.convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
-    x = np.asarray(rgb, dtype=np.float32) / 255.0
-    x = (x - 0.5) / 0.5
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
 
 
 def image_input(*images: bytes) -> httpclient.InferInput:
@@ -108,7 +98,9 @@ def test_model_metadata(triton: httpclient.InferenceServerClient, version: str) 
 
 def test_json_tensors(triton: httpclient.InferenceServerClient) -> None:
     tensor = httpclient.InferInput("input", [1, 3, 224, 224], "FP32")
-    tensor.set_data_from_numpy(preprocess(IMAGES / "chelsea.jpg"), binary_data=False)
+    tensor.set_data_from_numpy(
+        reference_preprocess((IMAGES / "chelsea.jpg").read_bytes()), binary_data=False
+    )
     outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in CLASSIFIER_OUTPUTS]
     result = triton.infer(MODEL, [tensor], outputs=outputs)
     response = result.get_response()

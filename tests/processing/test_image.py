@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import reference_preprocess
 from infership.errors import InvalidRequest, PayloadTooLarge
 from infership.processing.image import ImagePreprocessor
 from infership.repository.manifest import ImagePreprocess
@@ -21,20 +22,11 @@ def encode(image: Image.Image, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
-def reference(data: bytes) -> np.ndarray:
-    """The documented preprocessing, spelled out with plain Pillow and numpy."""
-    image = (
-        Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
-    )
-    x = np.asarray(image, dtype=np.float32) / 255
-    return ((x - 0.5) / 0.5).transpose(2, 0, 1)
-
-
 def test_matches_the_documented_preprocessing(chelsea: bytes) -> None:
     out = ImagePreprocessor(CONFIG, max_pixels=10**7).batch([chelsea])
     assert out.shape == (1, 3, 224, 224)
     assert out.dtype == np.float32
-    np.testing.assert_allclose(out[0], reference(chelsea), atol=1e-5)
+    np.testing.assert_allclose(out, reference_preprocess(chelsea), atol=1e-5)
 
 
 def test_nhwc_layout_and_grayscale() -> None:

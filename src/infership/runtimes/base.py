@@ -12,18 +12,14 @@ from infership.types import Array, TensorSpec
 
 
 class Runtime(ABC):
-    """One loaded model version. ``inputs``/``outputs`` are read from the model itself."""
+    """One loaded model version. Subclasses set ``inputs``/``outputs`` from the model itself."""
 
     platform: str = "unknown"
     """OIP ``platform`` string, ``<framework>_<format>``."""
 
-    @property
-    @abstractmethod
-    def inputs(self) -> tuple[TensorSpec, ...]: ...
-
-    @property
-    @abstractmethod
-    def outputs(self) -> tuple[TensorSpec, ...]: ...
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+        self.inputs = inputs
+        self.outputs = outputs
 
     @abstractmethod
     def infer(self, inputs: dict[str, Array]) -> dict[str, Array]:

@@ -24,19 +24,10 @@ class FakeRuntime(Runtime):
         inputs: tuple[TensorSpec, ...],
         outputs: tuple[TensorSpec, ...],
     ) -> None:
+        super().__init__(inputs, outputs)
         self._fn = fn
-        self._inputs = inputs
-        self._outputs = outputs
         self.batches: list[int] = []
         """Rows of every batch computed, in order (for assertions)."""
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def infer(self, inputs: dict[str, Array]) -> dict[str, Array]:
         self.batches.append(len(next(iter(inputs.values()))))

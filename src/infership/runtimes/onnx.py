@@ -50,11 +50,13 @@ class OnnxRuntime(Runtime):
     platform = "onnxruntime_onnx"
 
     def __init__(self, session: Any, path: Path) -> None:
+        super().__init__(
+            inputs=tuple(_spec(arg, path) for arg in session.get_inputs()),
+            outputs=tuple(_spec(arg, path) for arg in session.get_outputs()),
+        )
         self._session = session
         self._path = path
-        self._inputs = tuple(_spec(arg, path) for arg in session.get_inputs())
-        self._outputs = tuple(_spec(arg, path) for arg in session.get_outputs())
-        self._output_names = [spec.name for spec in self._outputs]
+        self._output_names = [spec.name for spec in self.outputs]
 
     @classmethod
     def load(cls, path: Path, options: OnnxOptions) -> OnnxRuntime:
@@ -75,14 +77,6 @@ class OnnxRuntime(Runtime):
             raise ModelLoadError(f"{path}: onnxruntime could not load the model: {exc}") from exc
         log.info("loaded %s with %s", path, session.get_providers())
         return cls(session, path)
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     @property
     def providers(self) -> list[str]:

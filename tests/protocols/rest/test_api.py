@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import io
 import struct
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import reference_preprocess
 from infership.app import Application
 from infership.settings import ServerSettings
 
@@ -47,16 +46,6 @@ def binary_image_body(
         doc["parameters"] = parameters
     header = orjson.dumps(doc)
     return header + blob, {"Inference-Header-Content-Length": str(len(header))}
-
-
-def preprocess(jpeg: bytes) -> np.ndarray:
-    """The example model's preprocessing, done independently of the server: [1, 3, 224, 224]."""
-    image = (
-        Image.open(io.BytesIO(jpeg)).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
-    )
-    pixels = np.asarray(image, dtype=np.float32) / 255
-    pixels = (pixels - 0.5) / 0.5
-    return pixels.transpose(2, 0, 1)[None]
 
 
 def outputs_by_name(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -184,7 +173,7 @@ async def test_infer_binary_outputs_parse_with_tritonclient(
 async def test_infer_json_fp32_tensor_of_the_model_input(
     client: httpx.AsyncClient, chelsea: bytes
 ) -> None:
-    tensor = preprocess(chelsea)
+    tensor = reference_preprocess(chelsea)
     doc = {
         "inputs": [
             {
