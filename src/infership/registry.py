@@ -60,10 +60,13 @@ class ModelRegistry:
         self._served: dict[str, dict[int, ServedModel]] = {}
         self._status: dict[str, list[ModelStatus]] = {}
         self._lock = asyncio.Lock()
+        # Fixed at start-up, then changed only by load/unload: a folder appearing in the
+        # repository later must not make a running server unready.
+        self._expected: list[str] = list(settings.models) or repository.names()
 
     def names(self) -> list[str]:
-        """Models this server is configured to serve."""
-        return list(self.settings.models) or self.repository.names()
+        """Models this server means to serve: those configured, plus loaded, minus unloaded."""
+        return list(self._expected)
 
     async def load(self, name: str) -> None:
         """Load (or reload) every selected version of ``name``, warm it, then swap it in.
@@ -88,6 +91,8 @@ class ModelRegistry:
                 raise
             self._served[name] = {m.version: m for m in loaded}
             self._status[name] = [ModelStatus(name, m.version, ModelState.READY) for m in loaded]
+            if name not in self._expected:
+                self._expected.append(name)
             for model in loaded:
                 model.metrics.ready.set(1)
         await self._retire(old.values())
@@ -98,6 +103,8 @@ class ModelRegistry:
             if name not in self._served and name not in self._status:
                 raise ModelNotFound(f"model {name!r} is not loaded")
             old = self._served.pop(name, {})
+            if name in self._expected:
+                self._expected.remove(name)
             self._status[name] = [
                 ModelStatus(name, v, ModelState.UNAVAILABLE, "unloaded") for v in sorted(old)
             ] or [ModelStatus(name, None, ModelState.UNAVAILABLE, "unloaded")]
@@ -137,8 +144,9 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        """True when every configured model has at least one version serving."""
-        return all(self._served.get(name) for name in self.names())
+        """True when every model it means to serve has a version serving (and there is one)."""
+        # A server left with no model at all should not receive traffic.
+        return bool(self._expected) and all(self._served.get(n) for n in self._expected)
 
     def index(self) -> list[ModelStatus]:
         listed = [s for statuses in self._status.values() for s in statuses]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
@@ -525,3 +526,17 @@ async def test_live_but_not_ready_until_models_are_loaded_and_warmed() -> None:
         finally:
             await app.stop()
         assert (await c.get("/v2/health/ready")).status_code == 503  # draining
+
+
+async def test_a_model_folder_added_after_start_does_not_make_the_server_unready(
+    repository: Path,
+) -> None:
+    app = Application(ServerSettings(model_repository=repository))
+    await app.start()
+    try:
+        shutil.copytree(repository / MODEL, repository / "another-model")
+        transport = httpx.ASGITransport(app=app.rest)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get("/v2/health/ready")).status_code == 200
+    finally:
+        await app.stop()
