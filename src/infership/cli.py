@@ -12,7 +12,7 @@ import click
 from pydantic import ValidationError
 
 from infership import __version__
-from infership.errors import ConfigError, InfershipError
+from infership.errors import ConfigError, InfershipError, ModelNotFound
 
 
 @click.group()
@@ -51,7 +51,7 @@ def serve(model_repository: Path | None, **options: Any) -> None:
     _configure_logging(settings.log_level)
     try:
         _run(Server(settings).serve())
-    except ConfigError as exc:
+    except (ConfigError, ModelNotFound) as exc:  # both mean: fix the configuration
         _fail(str(exc), 2)
     except InfershipError as exc:
         _fail(str(exc), 1)

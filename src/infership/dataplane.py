@@ -10,7 +10,13 @@ import time
 from typing import Any
 
 from infership import __version__
-from infership.errors import CapacityError, ClientError, Forbidden, InfershipError
+from infership.errors import (
+    CapacityError,
+    ClientError,
+    Forbidden,
+    InfershipError,
+    ModelNotReady,
+)
 from infership.registry import ModelRegistry
 from infership.types import InferenceRequest, InferenceResponse
 
@@ -56,7 +62,15 @@ class DataPlane:
         started = time.perf_counter()
         metrics.in_flight.inc()
         try:
-            response = await model.infer(request)
+            try:
+                response = await model.infer(request)
+            except ModelNotReady:
+                # A reload swapped versions while this request was being prepared: the old
+                # version stopped taking requests, the new one is ready. Send it there, once.
+                successor = self.registry.get(name, version)
+                if successor is model:
+                    raise
+                response = await successor.infer(request)
         except InfershipError as exc:
             metrics.outcome(_outcome(exc))
             raise

@@ -48,6 +48,7 @@ class Server:
             access_log=False,
             log_config=None,
             timeout_keep_alive=int(http.keep_alive_s),
+            limit_concurrency=http.max_concurrency,
             server_header=False,
         )
         server = _Uvicorn(config)

@@ -27,6 +27,9 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted, after decompression. Larger bodies get 413."""
 
+    max_concurrency: int = Field(256, ge=1)
+    """Open connections and tasks beyond which new requests get 503 at once (bounds memory)."""
+
     keep_alive_s: float = Field(5.0, gt=0)
     """Idle keep-alive timeout for HTTP/1.1 connections."""
 

@@ -83,8 +83,16 @@ def deserialize_bytes_tensor(buf: bytes | memoryview, count: int) -> Array:
     return out
 
 
+MAX_RANK = 32
+"""Most dimensions a tensor may have (numpy's own limit is 64)."""
+
+
 def check_shape(name: str, shape: object) -> tuple[int, ...]:
     """Return ``shape`` as a tuple, or raise InvalidRequest unless it is non-negative ints."""
+    if isinstance(shape, list | tuple) and len(shape) > MAX_RANK:
+        raise InvalidRequest(
+            f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK}"
+        )
     if not isinstance(shape, list | tuple) or not all(
         isinstance(dim, int | np.integer) and not isinstance(dim, bool) and dim >= 0
         for dim in shape

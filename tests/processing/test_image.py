@@ -77,3 +77,16 @@ def test_unreadable_images_are_invalid(data: bytes, message: str) -> None:
 def test_truncated_jpeg_is_invalid(chelsea: bytes) -> None:
     with pytest.raises(InvalidRequest, match="image 3: cannot decode"):
         ImagePreprocessor(CONFIG, max_pixels=10**7).one(chelsea[: len(chelsea) // 2], index=3)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(b"BM" + b"\xff" * 60, "cannot read", id="corrupt-bmp-header"),
+        pytest.param(b"P6\n-1 -1\n255\n", "not an image format", id="ppm-not-allowed"),
+        pytest.param(b"%!PS-Adobe-3.0 EPSF-3.0\n", "not an image format", id="eps-never-opened"),
+    ],
+)
+def test_corrupt_or_unsupported_formats_are_client_errors(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        ImagePreprocessor(CONFIG, max_pixels=10**7).one(data)

@@ -47,6 +47,12 @@ def test_minimal_manifest_gets_defaults(tmp_path: Path) -> None:
         pytest.param("sha256: {model.onnx: abc}\n", "sha256", id="bad-digest"),
         pytest.param("sha256: {../x: " + "0" * 64 + "}\n", "sha256", id="digest-outside"),
         pytest.param("version_policy: newest\n", "version_policy", id="version-policy"),
+        pytest.param("artifact: ../../etc/passwd\n", "artifact", id="artifact-outside"),
+        pytest.param(
+            "postprocess: {classification: {output: y, labels: /etc/passwd}}\n",
+            "postprocess.classification.labels",
+            id="labels-outside",
+        ),
         pytest.param(
             "preprocess: {image: {input: x, resize: [224, 224], mean: [0.5]}}\n",
             "preprocess.image",

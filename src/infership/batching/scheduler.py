@@ -170,12 +170,7 @@ class BatchScheduler:
                 f"model {self.name!r}: the request's deadline had passed "
                 f"when it arrived; it was not computed"
             )
-        if len(self._queue) >= self.policy.max_queue_size:
-            raise QueueFull(
-                f"model {self.name!r} has {len(self._queue)} requests queued "
-                f"(max_queue_size); retry later",
-                retry_after_s=self._retry_after(),
-            )
+        self.check_capacity()
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
         request = _Request(inputs, rows, batch_key(inputs), now, deadline, future)
         self._queue.append(request)
@@ -190,6 +185,16 @@ class BatchScheduler:
                 self._queue.remove(request)
                 self._pump()
             raise
+
+    def check_capacity(self) -> None:
+        """Raise QueueFull now if a submit would be refused; callers use it to skip costly
+        preparation (image decoding) of a request that cannot be queued anyway."""
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise QueueFull(
+                f"model {self.name!r} has {len(self._queue)} requests queued "
+                f"(max_queue_size); retry later",
+                retry_after_s=self._retry_after(),
+            )
 
     async def stop(self, *, drain: bool = True) -> None:
         """Stop accepting requests, then return once nothing is queued or computing.
@@ -206,6 +211,8 @@ class BatchScheduler:
             if not drain:
                 for request in self._queue:
                     request.queued = False
+                    if request.future.done():  # its caller was cancelled meanwhile
+                        continue
                     request.future.set_exception(
                         ModelNotReady(f"model {self.name!r} stopped before computing this request")
                     )

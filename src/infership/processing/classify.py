@@ -20,6 +20,10 @@ class Classifier:
     def __init__(self, config: Classification, labels_path: Path | None, classes: int) -> None:
         self.config = config
         self.top_k = min(config.top_k, classes) if classes > 0 else config.top_k
+        if classes <= 0 and labels_path is None:
+            raise ConfigError(
+                f"output {config.output!r} has no fixed number of classes; give a labels file"
+            )
         names = [str(i) for i in range(max(classes, 0))]
         if labels_path is not None:
             names = labels_path.read_text(encoding="utf-8").splitlines()

@@ -8,6 +8,7 @@ target size, which is several times faster than decoding every pixel and then th
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Sequence
 
@@ -17,6 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from infership.errors import InvalidRequest, PayloadTooLarge
 from infership.repository.manifest import ImagePreprocess
 from infership.types import Array
+
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+"""Formats we decode. Pillow knows more (EPS would run Ghostscript); clients don't need them."""
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -66,7 +70,7 @@ class ImagePreprocessor:
         try:
             image = self._fit(image)
             pixels = np.asarray(image, dtype=np.float32)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
             # Pillow reports truncated and corrupt files this way, mid-decode.
             raise InvalidRequest(f"image {index}: cannot decode: {exc}") from exc
         if pixels.ndim == 2:
@@ -82,13 +86,16 @@ class ImagePreprocessor:
             with warnings.catch_warnings():
                 # We enforce our own, lower pixel limit just below; Pillow's warning is noise.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data))
+                image = Image.open(io.BytesIO(data), formats=FORMATS)
         except UnidentifiedImageError:
             raise InvalidRequest(
-                f"image {index} is not an image format we can read (JPEG, PNG, WebP, ...)"
+                f"image {index} is not an image format we read ({', '.join(FORMATS)})"
             ) from None
         except Image.DecompressionBombError as exc:
             raise PayloadTooLarge(f"image {index}: {exc}") from exc
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+            # Pillow's format plugins report corrupt headers in all of these ways.
+            raise InvalidRequest(f"image {index}: cannot read: {exc}") from exc
         width, height = image.size
         if width * height > self.max_pixels:
             raise PayloadTooLarge(

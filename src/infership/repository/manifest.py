@@ -131,6 +131,12 @@ class Classification(_Strict):
     top_k: int = Field(5, ge=1)
     labels: str | None = None
     """Labels file, one per line, relative to the model folder."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_inside(cls, value: str | None) -> str | None:
+        return None if value is None else _inside_model_folder(value)
+
     label_output: str = "label"
     probability_output: str = "probability"
     index_output: str = "class_index"
@@ -162,15 +168,25 @@ class ModelManifest(_Strict):
     sha256: dict[str, str] = {}
     """Hex sha256 per file, relative to the model folder (``1/model.onnx``); checked at load."""
 
+    @field_validator("artifact")
+    @classmethod
+    def _artifact_is_a_file_name(cls, value: str) -> str:
+        return _inside_model_folder(value)
+
     @field_validator("sha256")
     @classmethod
     def _hex_digests(cls, value: dict[str, str]) -> dict[str, str]:
         for path, digest in value.items():
             if not _SHA256.match(digest):
                 raise ValueError(f"{path}: expected 64 lower-case hex digits, got {digest!r}")
-            if Path(path).is_absolute() or ".." in Path(path).parts:
-                raise ValueError(f"{path}: must be a path inside the model folder")
+            _inside_model_folder(path)
         return value
+
+
+def _inside_model_folder(path: str) -> str:
+    if not path or Path(path).is_absolute() or ".." in Path(path).parts:
+        raise ValueError(f"{path!r} must be a relative path inside the model folder")
+    return path
 
 
 def load_manifest(path: Path) -> ModelManifest:

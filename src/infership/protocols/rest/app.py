@@ -39,9 +39,11 @@ def _guard(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except InfershipError as exc:
             status = status_for(exc)
-            if status >= 500:
-                log.error("%s %s failed: %s", request.method, request.url.path, exc)
-            return _error(exc.message, status, headers_for(exc))
+            if status != 500:
+                return _error(exc.message, status, headers_for(exc))
+            # Operator errors carry paths and library messages: log them, don't send them.
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+            return _error(f"{type(exc).__name__}: the server failed; see its log", status)
         except Exception:
             log.exception("%s %s failed unexpectedly", request.method, request.url.path)
             return _error("internal server error; see the server log", 500)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections import Counter
 from typing import Any, Final, NamedTuple, TypeGuard
 
 import orjson
@@ -195,10 +196,15 @@ def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
         raise InvalidRequest(f"request body is not valid {coding} data: {exc}") from None
 
 
+_MAX_GZIP_MEMBERS = 16
+
+
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
+        if len(chunks) >= _MAX_GZIP_MEMBERS:  # each member re-slices the rest: keep it linear
+            raise InvalidRequest(f"compressed body has over {_MAX_GZIP_MEMBERS} gzip members")
         # max_length stops a small zip bomb from expanding past the limit in memory.
         inflater = zlib.decompressobj(wbits)
         chunk = inflater.decompress(data, limit - total + 1)
@@ -328,7 +334,7 @@ def _required_str(item: dict[str, Any], key: str, where: str) -> str:
 
 def _check_unique(names: list[str], kind: str) -> None:
     if len(set(names)) != len(names):
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        duplicates = sorted(name for name, n in Counter(names).items() if n > 1)[:10]
         raise InvalidRequest(f"duplicate {kind} names: {', '.join(map(repr, duplicates))}")
 
 
