@@ -7,7 +7,7 @@ returns. Nothing here knows a status code or a content type.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from infership import __version__
 from infership.errors import (
@@ -17,10 +17,25 @@ from infership.errors import (
     InfershipError,
     ModelNotReady,
 )
+from infership.model import ServedModel
 from infership.registry import ModelRegistry
 from infership.types import InferenceRequest, InferenceResponse
 
 EXTENSIONS = ("binary_tensor_data", "model_repository")
+
+
+class Prediction(NamedTuple):
+    label: str
+    probability: float
+    class_index: int
+
+
+class Classified(NamedTuple):
+    """Answer of ``DataPlane.classify``: one list of top-k predictions per image."""
+
+    model_name: str
+    model_version: str
+    predictions: list[list[Prediction]]
 
 
 class DataPlane:
@@ -57,7 +72,30 @@ class DataPlane:
         self, name: str, version: str | None, request: InferenceRequest
     ) -> InferenceResponse:
         """Run one request; errors are InfershipError subclasses, counted by outcome."""
+        return await self._infer(self.registry.get(name, version), version, request)
+
+    async def classify(
+        self, name: str, version: str | None, images: list[bytes], top_k: int | None = None
+    ) -> Classified:
+        """Top-k classes of encoded images, through the model's image pipeline."""
         model = self.registry.get(name, version)
+        request, outputs = model.classification_request(images)
+        k = model.classification_top_k(top_k)
+        response = await self._infer(model, version, request)
+        labels, probabilities, indices = (response.outputs[n] for n in outputs)
+        predictions = [
+            [
+                Prediction(labels[i, j].decode(), float(probabilities[i, j]), int(indices[i, j]))
+                for j in range(k)
+            ]
+            for i in range(len(images))
+        ]
+        return Classified(response.model_name, response.model_version, predictions)
+
+    async def _infer(
+        self, model: ServedModel, version: str | None, request: InferenceRequest
+    ) -> InferenceResponse:
+        name = model.name
         metrics = model.metrics
         started = time.perf_counter()
         metrics.in_flight.inc()

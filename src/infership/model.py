@@ -26,6 +26,7 @@ from infership.types import (
     Array,
     InferenceRequest,
     InferenceResponse,
+    RequestedOutput,
     TensorSpec,
     datatype_of,
     numpy_dtype,
@@ -125,6 +126,31 @@ class ServedModel:
             outputs={name: outputs[name] for name in wanted},
             id=request.id,
         )
+
+    def classification_request(
+        self, images: list[bytes]
+    ) -> tuple[InferenceRequest, tuple[str, str, str]]:
+        """A request classifying encoded images, and its (label, probability, index) outputs."""
+        if self.preprocessor is None or self.classifier is None:
+            raise InvalidRequest(
+                f"model {self.name!r} has no image classification pipeline; use /infer"
+            )
+        c = self.classifier.config
+        names = (c.label_output, c.probability_output, c.index_output)
+        request = InferenceRequest(
+            inputs={self.preprocessor.config.public_input: np.array(images, dtype=object)},
+            outputs=tuple(RequestedOutput(n) for n in names),
+        )
+        return request, names
+
+    def classification_top_k(self, top_k: int | None) -> int:
+        """``top_k`` checked against what the model computes (all of it when None)."""
+        limit = self.classifier.top_k if self.classifier else 0
+        if top_k is None:
+            return limit
+        if not 1 <= top_k <= limit:
+            raise InvalidRequest(f"top_k must be from 1 to {limit} for model {self.name!r}")
+        return top_k
 
     def _classifier_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.classifier.outputs) if self.classifier else ()

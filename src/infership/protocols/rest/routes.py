@@ -6,7 +6,6 @@ import asyncio
 import functools
 from typing import Any
 
-import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -22,7 +21,6 @@ from infership.protocols.rest.codec import (
 )
 from infership.protocols.rest.openapi import OPENAPI
 from infership.settings import ServerSettings
-from infership.types import InferenceRequest, RequestedOutput
 
 _INLINE_DECODE_BYTES = 256 * 1024
 JSON = "application/json"  # exactly this: kserve's client drops messages for "...; charset=utf-8"
@@ -115,35 +113,11 @@ async def predict(request: Request) -> Response:
     plane = _plane(request)
     name = request.path_params.get("name") or _default_model(plane)
     images, filenames = await _uploaded_images(request)
-    top_k = request.query_params.get("top_k")
-    model = plane.registry.get(name, _version(request))
-    if model.preprocessor is None or model.classifier is None:
-        raise InvalidRequest(f"model {name!r} has no image classification pipeline; use /infer")
-    c = model.classifier.config
-    inference = InferenceRequest(
-        inputs={model.preprocessor.config.public_input: np.array(images, dtype=object)},
-        outputs=tuple(
-            RequestedOutput(n) for n in (c.label_output, c.probability_output, c.index_output)
-        ),
-    )
-    result = await plane.infer(name, _version(request), inference)
-    k = _top_k(top_k, model.classifier.top_k)
-    labels, probs, indices = (
-        result.outputs[n] for n in (c.label_output, c.probability_output, c.index_output)
-    )
+    top_k = _top_k(request.query_params.get("top_k"))
+    result = await plane.classify(name, _version(request), images, top_k)
     predictions = [
-        {
-            "filename": filenames[i],
-            "top_k": [
-                {
-                    "label": labels[i, j].decode(),
-                    "probability": float(probs[i, j]),
-                    "class_index": int(indices[i, j]),
-                }
-                for j in range(k)
-            ],
-        }
-        for i in range(len(images))
+        {"filename": filename, "top_k": [c._asdict() for c in classes]}
+        for filename, classes in zip(filenames, result.predictions, strict=True)
     ]
     return json_response(
         {
@@ -154,11 +128,11 @@ async def predict(request: Request) -> Response:
     )
 
 
-def _top_k(raw: str | None, limit: int) -> int:
+def _top_k(raw: str | None) -> int | None:
     if raw is None:
-        return limit
-    if not (raw.isascii() and raw.isdigit() and len(raw) < 6) or not 1 <= int(raw) <= limit:
-        raise InvalidRequest(f"query parameter top_k must be an integer from 1 to {limit}")
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 6):
+        raise InvalidRequest("query parameter top_k must be a positive integer")
     return int(raw)
 
 
