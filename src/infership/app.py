@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from infership.dataplane import DataPlane
 from infership.errors import ConfigError
+from infership.loader import ModelLoader
 from infership.metrics import Metrics
 from infership.protocols.rest.app import create_rest_app
 from infership.registry import ModelRegistry
@@ -29,9 +30,8 @@ class Application:
         self.metrics = Metrics()
         threads = settings.preprocess_threads or os.cpu_count() or 1
         self.preprocess_executor = ThreadPoolExecutor(threads, thread_name_prefix="preprocess")
-        self.registry = ModelRegistry(
-            self.repository, settings, self.metrics, self.preprocess_executor
-        )
+        loader = ModelLoader(self.repository, settings, self.metrics, self.preprocess_executor)
+        self.registry = ModelRegistry(loader, settings)
         self.dataplane = DataPlane(self.registry, model_control=settings.model_control)
         self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics)
 

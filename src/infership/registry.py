@@ -5,26 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import StrEnum
 
 from infership.errors import (
-    ConfigError,
     InfershipError,
     ModelNotFound,
     ModelNotReady,
     VersionNotFound,
 )
-from infership.metrics import Metrics
+from infership.loader import ModelLoader
 from infership.model import ServedModel
-from infership.processing.classify import Classifier
-from infership.processing.image import ImagePreprocessor
-from infership.repository import FilesystemRepository, ModelSource
-from infership.repository.manifest import MANIFEST_NAME
-from infership.runtimes import Runtime, load_runtime
 from infership.settings import ServerSettings
-from infership.types import TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +38,15 @@ class ModelStatus:
 class ModelRegistry:
     """Loads models from a repository and hands out ready versions to the data plane."""
 
-    def __init__(
-        self,
-        repository: FilesystemRepository,
-        settings: ServerSettings,
-        metrics: Metrics,
-        preprocess_executor: Executor,
-    ) -> None:
-        self.repository = repository
-        self.settings = settings
-        self.metrics = metrics
-        self._preprocess_executor = preprocess_executor
+    def __init__(self, loader: ModelLoader, settings: ServerSettings) -> None:
+        self.repository = loader.repository
+        self._loader = loader
         self._served: dict[str, dict[int, ServedModel]] = {}
         self._status: dict[str, list[ModelStatus]] = {}
         self._lock = asyncio.Lock()
         # Fixed at start-up, then changed only by load/unload: a folder appearing in the
         # repository later must not make a running server unready.
-        self._expected: list[str] = list(settings.models) or repository.names()
+        self._expected: list[str] = list(settings.models) or self.repository.names()
 
     def names(self) -> list[str]:
         """Models this server means to serve: those configured, plus loaded, minus unloaded."""
@@ -160,12 +144,11 @@ class ModelRegistry:
 
     async def _load_versions(self, name: str) -> list[ServedModel]:
         loop = asyncio.get_running_loop()
-        source = await loop.run_in_executor(None, self._prepare, name)
+        source = await loop.run_in_executor(None, self._loader.prepare, name)
         models = []
         try:
             for version in source.versions:
-                runtime = await loop.run_in_executor(None, self._load_runtime, source, version)
-                model = self._assemble(source, version, runtime)
+                model = await loop.run_in_executor(None, self._loader.build, source, version)
                 models.append(model)
                 await model.start()
         except BaseException:
@@ -174,93 +157,9 @@ class ModelRegistry:
             raise
         return models
 
-    def _prepare(self, name: str) -> ModelSource:
-        source = self.repository.find(name)
-        source.verify()
-        return source
-
-    def _load_runtime(self, source: ModelSource, version: int) -> Runtime:
-        runtime = load_runtime(
-            source.manifest.runtime, source.artifact(version), source.manifest.onnx
-        )
-        _check_signature(source, runtime)
-        return runtime
-
-    def _assemble(self, source: ModelSource, version: int, runtime: Runtime) -> ServedModel:
-        manifest = source.manifest
-        where = source.directory / MANIFEST_NAME
-        preprocessor = classifier = None
-        if manifest.preprocess.image is not None:
-            config = manifest.preprocess.image
-            preprocessor = ImagePreprocessor(
-                config, max_pixels=self.settings.limits.max_image_pixels
-            )
-            spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
-            if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):
-                raise ConfigError(
-                    f"{where}: field 'preprocess.image': makes FP32 "
-                    f"{list(preprocessor.sample_shape)} images but input {spec.name!r} is "
-                    f"{spec.datatype} {list(spec.shape)}"
-                )
-        if manifest.postprocess.classification is not None:
-            config_c = manifest.postprocess.classification
-            spec = _find(
-                runtime.outputs, config_c.output, where, "postprocess.classification.output"
-            )
-            labels = source.directory / config_c.labels if config_c.labels else None
-            classifier = Classifier(config_c, labels, spec.shape[-1])
-        return ServedModel(
-            source.name,
-            version,
-            manifest,
-            runtime,
-            metrics=self.metrics.model(source.name, str(version)),
-            preprocess_executor=self._preprocess_executor,
-            preprocessor=preprocessor,
-            classifier=classifier,
-            max_images=self.settings.limits.max_images_per_request,
-        )
-
     async def _retire(self, models: Iterable[ServedModel]) -> None:
         for model in list(models):
             if model.version not in self._served.get(model.name, {}):
                 model.metrics.ready.set(0)
             await model.stop(drain=True)
             log.info("stopped %s version %s", model.name, model.version)
-
-
-def _find(specs: tuple[TensorSpec, ...], name: str, where: object, field: str) -> TensorSpec:
-    for spec in specs:
-        if spec.name == name:
-            return spec
-    raise ConfigError(
-        f"{where}: field '{field}': the model has no tensor {name!r}; it has "
-        f"{[s.name for s in specs]}"
-    )
-
-
-def _check_signature(source: ModelSource, runtime: Runtime) -> None:
-    """Declared inputs/outputs in model.yaml must match what the model file says."""
-    where = source.directory / MANIFEST_NAME
-    for field, declared, actual in (
-        ("inputs", source.manifest.inputs, runtime.inputs),
-        ("outputs", source.manifest.outputs, runtime.outputs),
-    ):
-        if declared is None:
-            continue
-        by_name = {s.name: s for s in actual}
-        if {d.name for d in declared} != set(by_name):
-            raise ConfigError(
-                f"{where}: field '{field}': declares {sorted(d.name for d in declared)} but the "
-                f"model has {sorted(by_name)}"
-            )
-        for i, d in enumerate(declared):
-            real = by_name[d.name]
-            shapes_fit = len(d.shape) == len(real.shape) and all(
-                r < 0 or r == w for r, w in zip(real.shape, d.shape, strict=True)
-            )
-            if d.datatype != real.datatype or not shapes_fit:
-                raise ConfigError(
-                    f"{where}: field '{field}.{i}': declares {d.name} {d.datatype} "
-                    f"{list(d.shape)} but the model has {real.datatype} {list(real.shape)}"
-                )

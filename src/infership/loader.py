@@ -1,0 +1,115 @@
+"""Building a servable model version from the repository: runtime, checks, pipeline."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from infership.errors import ConfigError
+from infership.metrics import Metrics
+from infership.model import ServedModel
+from infership.processing.classify import Classifier
+from infership.processing.image import ImagePreprocessor
+from infership.repository import FilesystemRepository, ModelSource
+from infership.repository.manifest import MANIFEST_NAME
+from infership.runtimes import Runtime, load_runtime
+from infership.settings import ServerSettings
+from infership.types import TensorSpec
+
+
+class ModelLoader:
+    """Turns a model folder into ``ServedModel`` objects (not yet started). Blocking: run it in a
+    worker thread. Raises ModelNotFound, ConfigError (naming file and field) or ModelLoadError."""
+
+    def __init__(
+        self,
+        repository: FilesystemRepository,
+        settings: ServerSettings,
+        metrics: Metrics,
+        preprocess_executor: Executor,
+    ) -> None:
+        self.repository = repository
+        self.settings = settings
+        self.metrics = metrics
+        self._preprocess_executor = preprocess_executor
+
+    def prepare(self, name: str) -> ModelSource:
+        source = self.repository.find(name)
+        source.verify()
+        return source
+
+    def _load_runtime(self, source: ModelSource, version: int) -> Runtime:
+        runtime = load_runtime(
+            source.manifest.runtime, source.artifact(version), source.manifest.onnx
+        )
+        _check_signature(source, runtime)
+        return runtime
+
+    def build(self, source: ModelSource, version: int) -> ServedModel:
+        runtime = self._load_runtime(source, version)
+        manifest = source.manifest
+        where = source.directory / MANIFEST_NAME
+        preprocessor = classifier = None
+        if manifest.preprocess.image is not None:
+            config = manifest.preprocess.image
+            preprocessor = ImagePreprocessor(
+                config, max_pixels=self.settings.limits.max_image_pixels
+            )
+            spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
+            if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):
+                raise ConfigError(
+                    f"{where}: field 'preprocess.image': makes FP32 "
+                    f"{list(preprocessor.sample_shape)} images but input {spec.name!r} is "
+                    f"{spec.datatype} {list(spec.shape)}"
+                )
+        if manifest.postprocess.classification is not None:
+            config_c = manifest.postprocess.classification
+            spec = _find(
+                runtime.outputs, config_c.output, where, "postprocess.classification.output"
+            )
+            labels = source.directory / config_c.labels if config_c.labels else None
+            classifier = Classifier(config_c, labels, spec.shape[-1])
+        return ServedModel(
+            source.name,
+            version,
+            manifest,
+            runtime,
+            metrics=self.metrics.model(source.name, str(version)),
+            preprocess_executor=self._preprocess_executor,
+            preprocessor=preprocessor,
+            classifier=classifier,
+            max_images=self.settings.limits.max_images_per_request,
+        )
+
+
+def _find(specs: tuple[TensorSpec, ...], name: str, where: object, field: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise ConfigError(
+        f"{where}: field '{field}': the model has no tensor {name!r}; it has "
+        f"{[s.name for s in specs]}"
+    )
+
+
+def _check_signature(source: ModelSource, runtime: Runtime) -> None:
+    """Declared inputs/outputs in model.yaml must match what the model file says."""
+    where = source.directory / MANIFEST_NAME
+    for field, declared, actual in (
+        ("inputs", source.manifest.inputs, runtime.inputs),
+        ("outputs", source.manifest.outputs, runtime.outputs),
+    ):
+        if declared is None:
+            continue
+        by_name = {s.name: s for s in actual}
+        if {d.name for d in declared} != set(by_name):
+            raise ConfigError(
+                f"{where}: field '{field}': declares {sorted(d.name for d in declared)} but the "
+                f"model has {sorted(by_name)}"
+            )
+        for i, d in enumerate(declared):
+            real = by_name[d.name]
+            if d.datatype != real.datatype or not real.accepts_shape(d.shape):
+                raise ConfigError(
+                    f"{where}: field '{field}.{i}': declares {d.name} {d.datatype} "
+                    f"{list(d.shape)} but the model has {real.datatype} {list(real.shape)}"
+                )
