@@ -55,6 +55,12 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.http_requests = Counter(
+            "infership_http_requests", "HTTP requests by route template and status code; counts "
+            "what never reaches a model too (bad bodies, unknown models, limits).",
+            ("method", "route", "status"), registry=r,
+        )  # fmt: skip
+
     def model(self, name: str, version: str) -> ModelMetrics:
         return ModelMetrics(self, name, version)
 

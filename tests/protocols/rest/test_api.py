@@ -540,3 +540,15 @@ async def test_a_model_folder_added_after_start_does_not_make_the_server_unready
             assert (await c.get("/v2/health/ready")).status_code == 200
     finally:
         await app.stop()
+
+
+async def test_http_answers_are_counted_by_route_template_and_status(
+    client: httpx.AsyncClient,
+) -> None:
+    labels = {"method": "POST", "route": "/v2/models/{name}/infer", "status": "404"}
+    key = ("infership_http_requests_total", frozenset(labels.items()))
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
+    before = metric_samples((await client.get("/metrics")).text).get(key, 0.0)
+    assert (await client.post("/v2/models/no-such-model/infer", json=body)).status_code == 404
+    after = metric_samples((await client.get("/metrics")).text)[key]
+    assert after == before + 1

@@ -30,25 +30,33 @@ def _error(message: str, status: int, headers: dict[str, str] | None = None) -> 
     return response
 
 
-def _guard(endpoint: Endpoint) -> Endpoint:
-    """Turn our errors into ``{"error": ...}`` answers; anything else is a logged 500."""
+def _guard(endpoint: Endpoint, route: str) -> Endpoint:
+    """Turn our errors into ``{"error": ...}`` answers (anything else is a logged 500), and
+    count every answer by route template and status."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        try:
-            return await endpoint(request)
-        except InfershipError as exc:
-            status = status_for(exc)
-            if status != 500:
-                return _error(exc.message, status, headers_for(exc))
-            # Operator errors carry paths and library messages: log them, don't send them.
-            log.error("%s %s failed: %s", request.method, request.url.path, exc)
-            return _error(f"{type(exc).__name__}: the server failed; see its log", status)
-        except Exception:
-            log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-            return _error("internal server error; see the server log", 500)
+        response = await _answer(endpoint, request)
+        metrics: Metrics = request.app.state.metrics
+        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
 
     return guarded
+
+
+async def _answer(endpoint: Endpoint, request: Request) -> Response:
+    try:
+        return await endpoint(request)
+    except InfershipError as exc:
+        status = status_for(exc)
+        if status != 500:
+            return _error(exc.message, status, headers_for(exc))
+        # Operator errors carry paths and library messages: log them, don't send them.
+        log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return _error(f"{type(exc).__name__}: the server failed; see its log", status)
+    except Exception:
+        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+        return _error("internal server error; see the server log", 500)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -77,7 +85,7 @@ def _routes() -> list[Route]:
         ("/metrics", routes.metrics, ["GET"]),
         ("/openapi.json", routes.openapi, ["GET"]),
     ]
-    return [Route(path, _guard(fn), methods=methods) for path, fn, methods in table]
+    return [Route(path, _guard(fn, path), methods=methods) for path, fn, methods in table]
 
 
 def create_rest_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> Starlette:
