@@ -61,14 +61,21 @@ class Server:
         if serving.done():
             serving.result()  # re-raise why binding failed
             raise SystemExit(1)  # uvicorn exited without an exception (e.g. port in use)
-        # 3. Load and warm the models; a failure stops the server with the reason.
-        try:
-            await self.application.start()
-        except BaseException:
+        # 3. Load and warm the models. A failure stops the server with the reason; a signal
+        #    during loading abandons the load instead of finishing it.
+        loading = asyncio.create_task(self.application.start())
+        await asyncio.wait({loading, serving}, return_when=asyncio.FIRST_COMPLETED)
+        if not loading.done():
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await self.application.stop()
+            return
+        if loading.exception() is not None:
             server.should_exit = True
             await serving
             await self.application.stop()
-            raise
+            loading.result()  # re-raise the load failure
         log.info(
             "ready: serving %s on http://%s:%d (cold start %.2f s)",
             ", ".join(names), http.host, self.port, time.perf_counter() - started,
