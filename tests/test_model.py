@@ -7,6 +7,7 @@ a threading.Event keeps the only execution slot busy, so later requests queue up
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import uvicorn
 
 from infership.batching.policy import BatchPolicy
 from infership.dataplane import DataPlane
@@ -255,3 +257,42 @@ async def test_full_queue_over_http_is_503_with_retry_after(harness: Harness) ->
 
     assert outcome("capacity_error") == 2
     assert outcome("success") == 1
+
+
+async def test_a_client_that_disconnects_while_queued_is_never_computed(
+    harness: Harness,
+) -> None:
+    metrics = Metrics()
+    held = Held()
+    model = await harness.model(held, metrics)
+    plane = DataPlane(OneModelRegistry(model))  # type: ignore[arg-type]
+    app = create_rest_app(plane, ServerSettings(), metrics)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
+            await asyncio.sleep(0.01)
+        first = asyncio.create_task(model.infer(request(rows(0, 1))))
+        await held.wait_started()
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [10, 11]}]}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=0.3) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post("/v2/models/m/infer", json=body)
+        for _ in range(500):  # the server notices the closed connection and drops the request
+            if model.scheduler.queue_depth == 0:
+                break
+            await asyncio.sleep(0.002)
+        assert model.scheduler.queue_depth == 0
+        held.release.set()
+        await first
+        assert 10.0 not in held.seen
+        labels = {"model": "m", "version": "1", "outcome": "cancelled"}
+        assert metrics.registry.get_sample_value("infership_requests_total", labels) == 1
+    finally:
+        server.should_exit = True
+        await serving

@@ -6,6 +6,7 @@ returns. Nothing here knows a status code or a content type.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, NamedTuple
 
@@ -111,6 +112,9 @@ class DataPlane:
                 response = await successor.infer(request)
         except InfershipError as exc:
             metrics.outcome(_outcome(exc))
+            raise
+        except asyncio.CancelledError:
+            metrics.outcome("cancelled")  # the caller went away; not the server's fault
             raise
         except BaseException:
             metrics.outcome("server_error")

@@ -10,7 +10,8 @@ Grouped by who has to act. Transports map these classes to status codes in one t
     │   ├── UnsupportedMediaType     a content type we cannot read
     │   ├── ModelNotFound            unknown model name
     │   │   └── VersionNotFound      known model, unknown or unloaded version
-    │   └── Forbidden                the operation is switched off on this server
+    │   ├── Forbidden                the operation is switched off on this server
+    │   └── ClientDisconnected       the caller went away; its request was abandoned
     ├── CapacityError                the server is healthy but cannot take this request now
     │   ├── QueueFull                the model's queue is at its bound (carries retry_after_s)
     │   ├── DeadlineExceeded         the request's deadline passed before it was computed
@@ -62,6 +63,10 @@ class VersionNotFound(ModelNotFound):
 
 class Forbidden(ClientError):
     """The operation exists but is switched off by the server's settings."""
+
+
+class ClientDisconnected(ClientError):
+    """The caller closed the connection before the answer; the work was cancelled."""
 
 
 class CapacityError(InfershipError):

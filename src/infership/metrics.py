@@ -9,6 +9,7 @@ _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
             0.75, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
 _BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 _MODEL = ("model", "version")
+OUTCOMES = ("success", "client_error", "capacity_error", "server_error", "cancelled")
 
 
 class Metrics:
@@ -82,8 +83,7 @@ class ModelMetrics:
         self._batch = metrics.batch_size.labels(*labels)
         self._depth = metrics.queue_depth.labels(*labels)
         self._outcomes = {
-            outcome: metrics.requests.labels(*labels, outcome)
-            for outcome in ("success", "client_error", "capacity_error", "server_error")
+            outcome: metrics.requests.labels(*labels, outcome) for outcome in OUTCOMES
         }
 
     def outcome(self, outcome: str) -> None:

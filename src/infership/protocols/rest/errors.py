@@ -12,6 +12,7 @@ STATUS: dict[type[Exception], int] = {
     errors.UnsupportedMediaType: 415,
     errors.ModelNotFound: 404,
     errors.Forbidden: 403,
+    errors.ClientDisconnected: 499,  # nginx's "client closed request"; nobody reads it
     errors.QueueFull: 503,
     errors.ModelNotReady: 503,
     errors.DeadlineExceeded: 504,

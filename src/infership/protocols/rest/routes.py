@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
@@ -12,7 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from infership.dataplane import DataPlane
-from infership.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from infership.errors import (
+    ClientDisconnected,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from infership.protocols.rest.codec import (
     compress_body,
     decode_infer_request,
@@ -23,6 +30,7 @@ from infership.protocols.rest.openapi import OPENAPI
 from infership.settings import ServerSettings
 
 _INLINE_DECODE_BYTES = 256 * 1024
+T = TypeVar("T")
 JSON = "application/json"  # exactly this: kserve's client drops messages for "...; charset=utf-8"
 
 
@@ -60,6 +68,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     request._body = body  # later request.form() parses the body we already hold
     return body
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then cancel it, so a request whose
+    caller gave up leaves the queue instead of being computed. Call after the body is read."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientDisconnected("the client closed the connection; the request was cancelled")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # Once the body is read, the server's receive() only returns when the client goes away.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def live(request: Request) -> Response:
@@ -100,7 +131,9 @@ async def infer(request: Request) -> Response:
     )
     # Parsing a large JSON tensor takes milliseconds per megabyte: keep it off the event loop.
     inference = decode() if len(body) < _INLINE_DECODE_BYTES else await asyncio.to_thread(decode)
-    result = await _plane(request).infer(request.path_params["name"], _version(request), inference)
+    result = await until_disconnected(
+        request, _plane(request).infer(request.path_params["name"], _version(request), inference)
+    )
     payload, headers = encode_infer_response(result, inference)
     payload, encoding = compress_body(payload, request.headers.get("accept-encoding"))
     if encoding is not None:
@@ -114,7 +147,9 @@ async def predict(request: Request) -> Response:
     name = request.path_params.get("name") or _default_model(plane)
     images, filenames = await _uploaded_images(request)
     top_k = _top_k(request.query_params.get("top_k"))
-    result = await plane.classify(name, _version(request), images, top_k)
+    result = await until_disconnected(
+        request, plane.classify(name, _version(request), images, top_k)
+    )
     predictions = [
         {"filename": filename, "top_k": [c._asdict() for c in classes]}
         for filename, classes in zip(filenames, result.predictions, strict=True)
