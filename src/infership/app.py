@@ -36,7 +36,8 @@ class Application:
         self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics)
 
     def check(self) -> list[str]:
-        """Validate every configured model's config, files and digests without loading it.
+        """Validate every configured model's config and files without loading it. Digests are
+        checked once, when each model loads (hashing is the slow part of start-up).
 
         Raises ConfigError (naming the file and the field) or ModelNotFound; returns the names.
         """
@@ -46,7 +47,7 @@ class Application:
                 f"model repository {self.repository.root} holds no models (no */model.yaml)"
             )
         for name in names:
-            self.repository.find(name).verify()
+            self.repository.find(name)
         return names
 
     async def start(self) -> None:
