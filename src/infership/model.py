@@ -69,6 +69,9 @@ class ServedModel:
         self._model_outputs = {spec.name: spec for spec in runtime.outputs}
         self.inputs = self._public_inputs()
         self.outputs = (classifier.outputs if classifier else ()) + runtime.outputs
+        self._classifier_outputs = (
+            frozenset(s.name for s in classifier.outputs) if classifier else frozenset()
+        )
         self._default_outputs = tuple(
             s.name for s in (classifier.outputs if classifier else runtime.outputs)
         )
@@ -116,7 +119,7 @@ class ServedModel:
         results = await self.scheduler.submit(batch, deadline)
         started = time.perf_counter()
         outputs: dict[str, Array] = {}
-        if self.classifier is not None and any(n in wanted for n in self._classifier_names()):
+        if self.classifier is not None and not self._classifier_outputs.isdisjoint(wanted):
             outputs.update(self.classifier(results[self.classifier.config.output]))
         outputs.update(results)
         self.metrics.postprocess_seconds.observe(time.perf_counter() - started)
@@ -124,7 +127,6 @@ class ServedModel:
             model_name=self.name,
             model_version=str(self.version),
             outputs={name: outputs[name] for name in wanted},
-            id=request.id,
         )
 
     def classification_request(
@@ -151,9 +153,6 @@ class ServedModel:
         if not 1 <= top_k <= limit:
             raise InvalidRequest(f"top_k must be from 1 to {limit} for model {self.name!r}")
         return top_k
-
-    def _classifier_names(self) -> tuple[str, ...]:
-        return tuple(s.name for s in self.classifier.outputs) if self.classifier else ()
 
     def _requested_outputs(self, request: InferenceRequest) -> tuple[str, ...]:
         if request.outputs is None:

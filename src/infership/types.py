@@ -107,10 +107,10 @@ class InferenceRequest:
 
 @dataclass(slots=True)
 class InferenceResponse:
-    """The result of one inference call; outputs keep the order they should be sent in."""
+    """The result of one inference call; outputs keep the order they should be sent in. The
+    request id is echoed by the transport from the request, so it is not repeated here."""
 
     model_name: str
     model_version: str
     outputs: dict[str, Array]
-    id: str | None = None
     parameters: dict[str, Parameter] = field(default_factory=dict)
