@@ -1,27 +1,18 @@
-"""The ``infership`` command: each subcommand parses, builds settings, calls one library."""
+"""``infership serve``: validate settings, then run the server until a signal."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
-from infership import __version__
+from infership.cli.common import configure_logging, fail, run
 from infership.errors import ConfigError, InfershipError, ModelNotFound
 
 
-@click.group()
-@click.version_option(__version__, prog_name="infership")
-def main() -> None:
-    """Turn a trained model into a fast, observable inference service."""
-
-
-@main.command()
+@click.command()
 @click.argument("model_repository", required=False, type=click.Path(path_type=Path))
 @click.option("--host", help="Address to bind [default: 127.0.0.1].")
 @click.option("--port", type=int, help="HTTP port [default: 8000].")
@@ -47,36 +38,13 @@ def serve(model_repository: Path | None, **options: Any) -> None:
     try:
         settings = ServerSettings(**given)
     except ValidationError as exc:
-        _fail(f"invalid settings: {exc}", 2)
-    _configure_logging(settings.log_level)
+        fail(f"invalid settings: {exc}", 2)
+    configure_logging(settings.log_level)
     try:
-        _run(Server(settings).serve())
+        run(Server(settings).serve())
     except (ConfigError, ModelNotFound) as exc:  # both mean: fix the configuration
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except InfershipError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except KeyboardInterrupt:
         pass
-
-
-def _run(coro: Any) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is part of uvicorn[standard]
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)

@@ -1,0 +1,39 @@
+"""The ``infership`` command.
+
+Each subcommand lives in its own module and is imported only when it runs, so
+``infership --help`` stays fast and a command's heavy imports (onnxruntime, grpc, an
+engine client) are paid only by that command.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from infership import __version__
+
+# name -> "module:attribute"; one line per subcommand.
+COMMANDS: dict[str, str] = {
+    "serve": "infership.cli.serve:serve",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="infership")
+def main() -> None:
+    """Turn a trained model into a fast, observable inference service."""

@@ -1,0 +1,35 @@
+"""What every subcommand shares: running a coroutine, logging set-up, failing cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any, NoReturn
+
+import click
+
+
+def run(coro: Any) -> None:
+    """Run ``coro`` to completion on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is part of uvicorn[standard]
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` on stderr and exit: 2 for bad configuration, 1 otherwise."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
