@@ -10,7 +10,9 @@ Grouped by who has to act. Transports map these classes to status codes in one t
     │   ├── UnsupportedMediaType     a content type we cannot read
     │   ├── ModelNotFound            unknown model name
     │   │   └── VersionNotFound      known model, unknown or unloaded version
-    │   ├── Forbidden                the operation is switched off on this server
+    │   ├── Unauthenticated          no credentials, or unknown or expired ones
+    │   ├── Forbidden                switched off here, or the key lacks the scope
+    │   ├── RateLimited              the caller's key is over its rate (carries retry_after_s)
     │   └── ClientDisconnected       the caller went away; its request was abandoned
     ├── CapacityError                the server is healthy but cannot take this request now
     │   ├── QueueFull                the model's queue is at its bound (carries retry_after_s)
@@ -18,9 +20,12 @@ Grouped by who has to act. Transports map these classes to status codes in one t
     │   └── ModelNotReady            the model is loading, unloading or failed to load
     └── OperatorError                the deployment is wrong; fix the config or the model
         ├── ConfigError              model.yaml / settings invalid (names file and field)
-        │   └── DigestMismatch       an artifact's sha256 differs from the recorded one
+        │   ├── DigestMismatch       an artifact's sha256 differs from the recorded one
+        │   ├── SignatureInvalid     a version folder is unsigned or differs from its signature
+        │   └── DecryptionFailed     an encrypted model file: no matching key, or modified
         ├── ModelLoadError           the runtime could not load or warm the model
-        └── InferenceFailed          the runtime raised while computing a batch
+        ├── InferenceFailed          the runtime raised while computing a batch
+        └── BuildError               no container engine, or the engine failed to build or push
 """
 
 from __future__ import annotations
@@ -61,8 +66,21 @@ class VersionNotFound(ModelNotFound):
     """The model exists but the requested version is not served."""
 
 
+class Unauthenticated(ClientError):
+    """The request carries no credentials, or ones the server does not accept."""
+
+
 class Forbidden(ClientError):
-    """The operation exists but is switched off by the server's settings."""
+    """The operation is switched off by the server's settings, or the caller's key lacks the
+    scope it needs."""
+
+
+class RateLimited(ClientError):
+    """The caller is over its request rate. ``retry_after_s`` says when a token is free."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ClientDisconnected(ClientError):
@@ -101,9 +119,21 @@ class DigestMismatch(ConfigError):
     """An artifact's sha256 does not match the digest recorded in model.yaml."""
 
 
+class SignatureInvalid(ConfigError):
+    """A model version is unsigned, or its files differ from what its signature covers."""
+
+
+class DecryptionFailed(ConfigError):
+    """An encrypted model file has no matching key, or was modified, truncated or renamed."""
+
+
 class ModelLoadError(OperatorError):
     """The runtime could not load or warm up a model."""
 
 
 class InferenceFailed(OperatorError):
     """The runtime raised while computing a batch."""
+
+
+class BuildError(OperatorError):
+    """No container engine was found, or it failed to build or push an image."""

@@ -11,7 +11,9 @@ STATUS: dict[type[Exception], int] = {
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.ModelNotFound: 404,
+    errors.Unauthenticated: 401,
     errors.Forbidden: 403,
+    errors.RateLimited: 429,
     errors.ClientDisconnected: 499,  # nginx's "client closed request"; nobody reads it
     errors.QueueFull: 503,
     errors.ModelNotReady: 503,
@@ -32,8 +34,11 @@ def status_for(exc: Exception) -> int:
 
 
 def headers_for(exc: Exception) -> dict[str, str]:
-    """Extra headers: Retry-After (whole seconds, at least 1) when the queue is full."""
-    if isinstance(exc, errors.QueueFull):
+    """Extra headers: Retry-After (whole seconds, at least 1) when a retry can succeed later,
+    and the challenge RFC 6750 asks for with a 401."""
+    if isinstance(exc, errors.Unauthenticated):
+        return {"WWW-Authenticate": 'Bearer realm="infership"'}
+    if isinstance(exc, errors.QueueFull | errors.RateLimited):
         return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     if isinstance(exc, errors.ModelNotReady):
         return {"Retry-After": "1"}
