@@ -1,0 +1,129 @@
+"""HTTP/1.1 connections that cannot be held hostage by slow or oversized requests.
+
+uvicorn arms a timer only between requests on a kept-alive connection: a client that opens a
+connection and sends nothing, or sends its headers one byte every few seconds (slowloris), or
+its body at a trickle, holds a connection slot for ever, and ``limit_concurrency`` counts
+those slots, so a few hundred such clients make the server answer 503 to everyone. httptools
+also puts no bound on header size. This protocol adds both bounds:
+
+- the request head (line and headers) must arrive within ``header_timeout_s`` of the
+  connection opening or of the previous response, and weigh at most ``max_header_bytes``
+  (431 otherwise);
+- the body must arrive within ``body_timeout_s`` of the head (408 otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+
+class _Rejected(Exception):
+    """Stops the parser once the connection has been answered and closed."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    header_timeout_s: ClassVar[float] = 10.0
+    body_timeout_s: ClassVar[float] = 60.0
+    max_header_bytes: ClassVar[int] = 32 * 1024
+
+    _timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _rejected = False
+
+    @classmethod
+    def configured(
+        cls, *, header_timeout_s: float, body_timeout_s: float, max_header_bytes: int
+    ) -> type[GuardedHttpProtocol]:
+        """A subclass with these limits: uvicorn takes a protocol class, not an instance."""
+        return type(
+            cls.__name__,
+            (cls,),
+            {
+                "header_timeout_s": header_timeout_s,
+                "body_timeout_s": body_timeout_s,
+                "max_header_bytes": max_header_bytes,
+            },
+        )
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout_s, "request headers")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._rejected:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        # A pipelined or kept-alive request: its head gets the same time as the first one's.
+        self._arm(self.header_timeout_s, "request headers")
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF, as on the wire
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self.body_timeout_s, "the request body")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools reports our own _Rejected as a parse error; the client has its answer.
+        if not self._rejected:
+            super().send_400_response(msg)
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.max_header_bytes:
+            self._reject(431, f"request headers over the limit of {self.max_header_bytes} bytes")
+            raise _Rejected
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(
+            seconds, self._reject, 408, f"{what} did not arrive within {seconds:g} s"
+        )
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer ``status`` and close; the ASGI app, if it was reading the body, sees a
+        disconnect. A response the app already started is cut off instead (nothing better
+        can be sent on that connection)."""
+        self._disarm()
+        if self._rejected or self.transport.is_closing():
+            return
+        self._rejected = True
+        if self.cycle is None or not self.cycle.response_started:
+            body = message.encode()
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[status],
+                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: %d\r\n" % len(body),
+                        b"connection: close\r\n\r\n",
+                        body,
+                    ]
+                )
+            )
+        self.logger.info("closed a connection from %s: %s", self.client, message)
+        self.transport.close()

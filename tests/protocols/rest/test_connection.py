@@ -1,0 +1,138 @@
+"""Slow and oversized requests are cut off, so they cannot hold the server's connection slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from conftest import free_port
+from infership.protocols.rest.connection import GuardedHttpProtocol
+
+TIMEOUT = 0.3
+
+
+async def echo(request: Request) -> PlainTextResponse:
+    try:
+        return PlainTextResponse(f"got {len(await request.body())} bytes")
+    except ClientDisconnect:
+        return PlainTextResponse("the server closed the connection", 499)
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    port = free_port()
+    protocol = GuardedHttpProtocol.configured(
+        header_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_header_bytes=1024
+    )
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/", echo, methods=["POST"])]),
+        host="127.0.0.1",
+        port=port,
+        http=protocol,
+        lifespan="off",
+        log_config=None,
+        limit_concurrency=4,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
+        await asyncio.sleep(0.01)
+    yield port
+    server.should_exit = True
+    await serving
+
+
+async def exchange(port: int, *parts: bytes, pause: float = 0.0) -> bytes:
+    """Send ``parts`` with ``pause`` between them, stopping early (as a real client would) once
+    the server answers; return all it sent until it closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        answered = asyncio.ensure_future(reader.read(65536))
+        for part in parts:
+            if answered.done():
+                break
+            writer.write(part)
+            await writer.drain()
+            await asyncio.wait({answered}, timeout=pause)
+        first = await asyncio.wait_for(answered, timeout=5)
+        return first + await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+
+
+def request(body: bytes = b"hello", **headers: str) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n"
+        f"connection: close\r\n{head}\r\n"
+    ).encode() + body
+
+
+async def test_a_well_behaved_request_in_several_packets_is_answered(port: int) -> None:
+    raw = request()
+    answer = await exchange(port, raw[:10], raw[10:30], raw[30:], pause=TIMEOUT / 10)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert answer.endswith(b"got 5 bytes")
+
+
+async def test_a_connection_that_sends_nothing_is_closed_with_408(port: int) -> None:
+    started = time.monotonic()
+    answer = await exchange(port)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"request headers did not arrive within 0.3 s" in answer
+    assert time.monotonic() - started < 3
+
+
+async def test_headers_sent_a_byte_at_a_time_slowloris_are_cut_off(port: int) -> None:
+    raw = request()
+    answer = await exchange(port, *(raw[i : i + 1] for i in range(len(raw))), pause=TIMEOUT / 5)
+    assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_a_body_sent_at_a_trickle_is_cut_off(port: int) -> None:
+    raw = request(b"x" * 20)
+    head = raw[: raw.index(b"\r\n\r\n") + 4]
+    answer = await exchange(port, head, *(b"x" for _ in range(20)), pause=TIMEOUT / 5)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"the request body did not arrive" in answer
+
+
+async def test_oversized_headers_get_431(port: int) -> None:
+    answer = await exchange(port, request(cookie="c" * 2000))
+    assert answer.startswith(b"HTTP/1.1 431")
+    assert b"over the limit of 1024 bytes" in answer
+
+
+async def test_idle_connections_cannot_lock_out_other_clients(port: int) -> None:
+    # limit_concurrency is 4: four silent connections would make uvicorn answer 503 for ever.
+    hogs = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    try:
+        await asyncio.sleep(TIMEOUT * 2)
+        answer = await exchange(port, request())
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        for _, writer in hogs:
+            writer.close()
+
+
+async def test_a_kept_alive_connection_serves_requests_spaced_within_the_timeout(
+    port: int,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):
+            writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+            status = await asyncio.wait_for(reader.readline(), timeout=5)
+            assert status.startswith(b"HTTP/1.1 200")
+            await asyncio.wait_for(reader.readuntil(b"got 2 bytes"), timeout=5)
+            await asyncio.sleep(TIMEOUT / 2)
+    finally:
+        writer.close()
