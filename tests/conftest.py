@@ -8,9 +8,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import numpy as np
@@ -21,6 +23,9 @@ from infership.app import EXAMPLE_REPOSITORY, Application
 from infership.settings import ServerSettings
 
 TESTDATA = Path(__file__).parent / "testdata"
+# Servers started by tests must not fight over gRPC's default port 8001 (tests run in parallel
+# on shared machines): unless a test says otherwise, gRPC binds a free port.
+os.environ.setdefault("INFERSHIP_GRPC__PORT", "0")
 EXAMPLE = "efficientnet-lite0"
 
 
@@ -88,18 +93,26 @@ def serve_command(*args: str) -> list[str]:
 
 
 class RunningServer:
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+    def __init__(
+        self, process: subprocess.Popen[str], url: str, grpc_port: int, log: IO[str]
+    ) -> None:
         self.process = process
         self.url = url
+        self.log = log
+        """The server's stdout and stderr. A file, not a pipe: nobody reads a pipe while
+        tests run, and a server blocked writing its access log to a full pipe hangs."""
+        self.grpc_address = f"127.0.0.1:{grpc_port}"
 
 
 def start_server(*args: str, timeout: float = 30.0) -> RunningServer:
     """Start ``infership serve`` in its own process on a free loopback port; wait until ready."""
     port = free_port()
+    grpc_port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop_server
     process = subprocess.Popen(
-        serve_command(*args, "--port", str(port)),
-        stdout=subprocess.PIPE,
+        serve_command(*args, "--port", str(port), "--grpc-port", str(grpc_port)),
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
@@ -108,11 +121,11 @@ def start_server(*args: str, timeout: float = 30.0) -> RunningServer:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
+            output = _read(log)
             raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
         try:
             if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return RunningServer(process, url)
+                return RunningServer(process, url, grpc_port, log)
         except httpx.TransportError:
             pass
         time.sleep(0.05)
@@ -120,14 +133,26 @@ def start_server(*args: str, timeout: float = 30.0) -> RunningServer:
     raise RuntimeError("server did not become ready in time")
 
 
-def stop_server(server: RunningServer) -> str:
+def stop_server(server: RunningServer, timeout: float = 15.0) -> str:
+    """SIGTERM the server and return everything it printed; fail the test if it is still
+    running ``timeout`` seconds later (it is killed then)."""
     server.process.terminate()
     try:
-        out, _ = server.process.communicate(timeout=15)
+        server.process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         server.process.kill()
-        out, _ = server.process.communicate()
-    return out
+        server.process.wait()
+        pytest.fail(
+            f"the server did not stop within {timeout:g} s of SIGTERM:\n{_read(server.log)}"
+        )
+    output = _read(server.log)
+    server.log.close()
+    return output
+
+
+def _read(log: IO[str]) -> str:
+    log.seek(0)
+    return log.read()
 
 
 @pytest.fixture(scope="session")
