@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## Serve the bundled example model on http://127.0.0.1:8000
 	$(BIN)/infership serve $(ARGS)
 
-test: lint typecheck $(STAMP)  ## Lint, type-check and run the whole test suite
+test: lint typecheck $(STAMP) interop-venvs  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -28,8 +28,33 @@ typecheck: $(STAMP)
 unit: $(STAMP)  ## Fast tests only (no server processes)
 	$(BIN)/pytest -m "not e2e"
 
-e2e: $(STAMP)
+e2e: $(STAMP) interop-venvs
 	$(BIN)/pytest -m e2e
+
+bench-peers:  ## One virtualenv per peer server under bench/peers/.venvs (slow, network)
+	bench/peers/setup.sh
+
+bench: $(STAMP) bench-peers  ## The benchmark suite (~12 min); appends its results to BENCHMARKS.md
+	$(BIN)/python bench/suite.py --append
+
+# The interop suite (tests/interop) runs each PyPI client in its own virtualenv: tritonclient.grpc
+# and kserve cannot share a process, and tritonclient needs protobuf 6 where we need 7. They live
+# inside .venv so `make clean` and .gitignore cover them.
+INTEROP := $(VENV)/interop-triton/.installed $(VENV)/interop-kserve/.installed
+.PHONY: interop-venvs
+interop-venvs: $(INTEROP)  ## Client virtualenvs for tests/interop
+
+$(VENV)/interop-%/.installed: tests/interop/requirements-%.txt | $(STAMP)
+	$(PYTHON) -m venv $(VENV)/interop-$*
+	$(VENV)/interop-$*/bin/pip install --quiet -r $<
+	touch $@
+
+# The .pt2 image example and the sentence-embedding example, generated from PyPI packages (too
+# large to commit); each script is cached and does nothing when its output is current.
+.PHONY: examples
+examples: $(STAMP)  ## Generate build/examples: efficientnet-lite0-torch and all-minilm-l6-v2
+	$(BIN)/python scripts/export_torch_example.py --out build/examples
+	$(BIN)/python scripts/export_embeddings.py --out build/examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ used itself. The JSON goes to bench/results/; ``--append`` adds a section to BEN
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -72,8 +73,9 @@ class Process:
         self._sampling = False
 
     def rss_mb(self) -> float:
-        """Resident memory of the server and its children (peers fork workers)."""
-        return sum(_rss_kb(pid) for pid in [self.popen.pid, *_descendants(self.popen.pid)]) / 1024
+        """Resident memory summed over the server's process tree (peers fork workers, Ray its
+        raylet and actors). Pages shared between them count once per process, as ``ps`` would."""
+        return sum(_rss_kb(pid) for pid in _tree(self.popen.pid)) / 1024
 
     def sample_rss(self) -> threading.Thread:
         self._sampling = True
@@ -88,13 +90,26 @@ class Process:
         return thread
 
     def stop(self) -> None:
+        """SIGTERM, as the server's own shutdown expects; then nothing of its tree may outlive it
+        (a peer's workers, or Ray's processes if its shutdown hung)."""
         self._sampling = False
+        tree = _tree(self.popen.pid)
         self.popen.terminate()
         try:
             self.popen.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, 9)
+            self.popen.kill()
             self.popen.wait()
+        deadline = time.perf_counter() + 5  # Ray's node agents ignore SIGTERM
+        for signal_ in (15, 9):
+            left = [pid for pid in [*tree, *_tree(self.popen.pid)] if _alive(pid)]
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal_)
+            while left and time.perf_counter() < deadline:
+                time.sleep(0.1)
+                left = [pid for pid in left if _alive(pid)]
+            deadline = time.perf_counter() + 5
 
 
 def _wait_ready(
@@ -125,17 +140,42 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _descendants(pid: int) -> list[int]:
-    found, frontier = [], [pid]
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants, the children of every thread (Ray and multiprocessing
+    start processes from threads other than the main one), and the members of its session (the
+    server was started in a session of its own; daemonized processes leave the tree, not it)."""
+    found, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
         try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
         except OSError:
             continue
-        found += [int(c) for c in children]
-        frontier += [int(c) for c in children]
-    return found
+        for task in tasks:
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            frontier += children - found
+            found |= children
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in found and _session(entry) == pid:
+            found.add(int(entry.name))
+    return sorted(found)
+
+
+def _session(proc: Path) -> int | None:
+    try:  # fields after the parenthesised command name: state ppid pgrp session ...
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie has exited; its parent (not us) reaps it
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def free_port() -> int:
@@ -291,7 +331,11 @@ def trivial(plan: Plan) -> dict[str, Any]:
 
 
 def peer(name: str, plan: Plan) -> dict[str, Any]:
-    """One peer on the image upload and the trivial model (its own JSON), or why it did not run."""
+    """One peer on the image and the trivial model, each as its docs send them, or why it did not
+    run. ``bench/peers/common.py request NAME MODE`` says how it starts, when it is ready and
+    what it is sent."""
+    import base64
+
     from infership.bench import payloads
     from infership.bench.transport import HttpTarget
 
@@ -300,27 +344,29 @@ def peer(name: str, plan: Plan) -> dict[str, Any]:
         return {"missing": f"no virtualenv; run bench/peers/setup.sh {name}"}
     result: dict[str, Any] = {"runs": []}
     x = payloads.parse_tensor("x:FP32:1,16")
+    image = IMAGE.read_bytes()
     for mode in ("image", "add"):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {"PORT": str(port), "MODE": mode, "PYTHONPATH": str(PEERS)}
+        spec = json.loads(subprocess.run(
+            [str(python), str(PEERS / "common.py"), "request", name, mode], check=True,
+            capture_output=True, text=True, env={**os.environ, **env}).stdout)  # fmt: skip
         try:
-            server = Process([str(python), str(PEERS / f"{name}_app.py")], f"{url}/health", env)
+            server = Process(spec["argv"], url + spec["ready"], {**env, **spec["env"]})
         except RuntimeError as exc:
             result.setdefault("failed", []).append(f"{mode}: {str(exc)[-500:]}")
             continue
         server.sample_rss()
-        spec = json.loads(subprocess.run(
-            [str(python), str(PEERS / "common.py"), "request", name, mode], check=True,
-            capture_output=True, text=True, env={**os.environ, **env}).stdout)  # fmt: skip
-        if mode == "image":
-            request = payloads.upload(IMAGE.read_bytes(), IMAGE.name, spec["path"])
+        if "body" not in spec:
+            request = payloads.upload(image, IMAGE.name, spec["path"])
             payload = "upload"
         else:
-            body = spec["body"].replace("$X", json.dumps(x.data.ravel().tolist())).encode()
+            body = spec["body"].replace("$X", json.dumps(x.data.ravel().tolist()))
+            body = body.replace("$IMAGE", base64.b64encode(image).decode())
             headers = (("Content-Type", "application/json"),)
-            request = payloads.HttpRequest("POST", spec["path"], headers, body)
-            payload = "json (trivial)"
+            request = payloads.HttpRequest("POST", spec["path"], headers, body.encode())
+            payload = "json (trivial)" if mode == "add" else "oip-json (JPEG base64)"
         try:
             _log(f"{name}: {mode}")
             # No server CPU: peers compute in child processes that /proc/PID/stat leaves out.

@@ -1,11 +1,13 @@
 """What every peer app shares: the same model files, preprocessing and answer as infership.
 
 Each peer app (``NAME_app.py``) runs in its own virtualenv (``setup.sh``) and serves, on
-``$PORT``, ``GET /health`` and one model chosen by ``$MODE``: ``image`` (the example
-EfficientNet-Lite0; a multipart upload with the file in field ``img``; top-5 labels back) or
-``add`` (the trivial model; JSON ``{"x": [16 floats]}``; ``{"y": [...]}`` back).
+``$PORT``, one model chosen by ``$MODE``: ``image`` (the example EfficientNet-Lite0; a multipart
+upload with the file in field ``img``; top-5 labels back) or ``add`` (the trivial model; JSON
+``{"x": [16 floats]}``; ``{"y": [...]}`` back), each in the shape its own docs show.
 
-``python common.py request NAME MODE`` prints the request the suite sends to that peer.
+``python common.py request NAME MODE`` prints, as JSON, how the suite starts that peer (``argv``,
+extra ``env``), where it waits for readiness (``ready``) and the request it sends (``path``, and a
+``body`` with ``$X`` for the 16 floats or ``$IMAGE`` for the base64 JPEG; no body: the upload).
 """
 
 from __future__ import annotations
@@ -73,16 +75,50 @@ REQUESTS = {
     "bentoml": {"image": "/predict", "add": "/add"},
     "rayserve": {"image": "/", "add": "/"},
 }
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent  # the peer's virtualenv (the suite runs this file with it)
 
 
-def request(name: str, mode: str) -> dict[str, str]:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def request(name: str, mode: str) -> dict[str, object]:
+    spec: dict[str, object] = {"argv": [str(BIN / "python"), str(HERE / f"{name}_app.py")],
+                               "env": {}, "ready": "/health"}  # fmt: skip
     if name == "mlserver":
+        # MLServer's CLI on a model repository (model-settings.json files), its ports from env.
         model = "effnet" if mode == "image" else "add"
-        if mode == "image":
-            return {"path": f"/v2/models/{model}/predict"}
-        body = '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,16],"data":$X}]}'
-        return {"path": f"/v2/models/{model}/infer", "body": body}
-    return {"path": REQUESTS[name][mode], "body": '{"x": $X}'}
+        spec["argv"] = [str(BIN / "mlserver"), "start", str(HERE / "mlserver" / mode)]
+        spec["env"] = {"MLSERVER_HOST": "127.0.0.1", "MLSERVER_HTTP_PORT": str(PORT),
+                       "MLSERVER_GRPC_PORT": str(_free_port()),
+                       "MLSERVER_METRICS_PORT": str(_free_port())}  # fmt: skip
+        spec["ready"] = f"/v2/models/{model}/ready"
+        spec["path"] = f"/v2/models/{model}/infer"
+        if mode == "image":  # OIP JSON has no bytes: MLServer's base64 codec on a BYTES input
+            spec["body"] = (
+                '{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],'
+                '"parameters":{"content_type":"base64"},"data":["$IMAGE"]}]}'
+            )
+        else:
+            spec["body"] = '{"inputs":[{"name":"x","datatype":"FP32","shape":[1,16],"data":$X}]}'
+        return spec
+    if name == "bentoml":
+        # `bentoml serve module:Service`, as its docs start a service.
+        service = "Classifier" if mode == "image" else "Adder"
+        spec["argv"] = [str(BIN / "bentoml"), "serve", f"bentoml_app:{service}", "--working-dir",
+                        str(HERE), "--host", "127.0.0.1", "--port", str(PORT)]  # fmt: skip
+        spec["ready"] = "/readyz"
+    spec["path"] = REQUESTS[name][mode]
+    if mode == "add":
+        # A batchable BentoML ndarray is batched along its first axis: one row per request.
+        spec["body"] = '{"x": [$X]}' if name == "bentoml" else '{"x": $X}'
+    return spec
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["request"]:

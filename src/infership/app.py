@@ -12,6 +12,7 @@ from infership.dataplane import DataPlane
 from infership.errors import ConfigError
 from infership.loader import ModelLoader
 from infership.metrics import Metrics
+from infership.protocols.grpc.server import GrpcServer
 from infership.protocols.rest.app import create_rest_app
 from infership.registry import ModelRegistry
 from infership.repository import FilesystemRepository
@@ -34,6 +35,7 @@ class Application:
         self.registry = ModelRegistry(loader, settings)
         self.dataplane = DataPlane(self.registry, model_control=settings.model_control)
         self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics)
+        self.grpc = GrpcServer(self.dataplane, settings) if settings.grpc.enabled else None
 
     def check(self) -> list[str]:
         """Validate every configured model's config and files without loading it. Digests are

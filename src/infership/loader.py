@@ -9,9 +9,12 @@ from infership.metrics import Metrics
 from infership.model import ServedModel
 from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
+from infership.processing.text import TextPreprocessor
 from infership.repository import FilesystemRepository, ModelSource
 from infership.repository.manifest import MANIFEST_NAME
 from infership.runtimes import Runtime, load_runtime
+from infership.runtimes.gpu import register_gpu_metrics
+from infership.security.guard import ModelGuard
 from infership.settings import ServerSettings
 from infership.types import TensorSpec
 
@@ -31,6 +34,9 @@ class ModelLoader:
         self.settings = settings
         self.metrics = metrics
         self._preprocess_executor = preprocess_executor
+        self._guard = ModelGuard(settings.model_security)
+        # Models are what put work on GPUs, so their loader adds the GPU gauges, if any.
+        register_gpu_metrics(metrics.registry)
 
     def prepare(self, name: str) -> ModelSource:
         source = self.repository.find(name)
@@ -38,9 +44,13 @@ class ModelLoader:
         return source
 
     def _load_runtime(self, source: ModelSource, version: int) -> Runtime:
-        runtime = load_runtime(
-            source.manifest.runtime, source.artifact(version), source.manifest.onnx
-        )
+        # The signature is checked before any byte of the version is read for execution.
+        self._guard.check_signature(source, version)
+        data = self._guard.read_artifact(source, version)
+        # The torch runtime reads its own section and, for TorchScript, the declared tensors.
+        manifest = source.manifest
+        options = manifest if manifest.runtime == "torch" else manifest.onnx
+        runtime = load_runtime(manifest.runtime, source.artifact(version), options, data)
         _check_signature(source, runtime)
         return runtime
 
@@ -68,6 +78,7 @@ class ModelLoader:
             )
             labels = source.directory / config_c.labels if config_c.labels else None
             classifier = Classifier(config_c, labels, spec.shape[-1])
+        text = self._text(source, version, runtime) if manifest.preprocess.text else None
         return ServedModel(
             source.name,
             version,
@@ -78,7 +89,23 @@ class ModelLoader:
             preprocessor=preprocessor,
             classifier=classifier,
             max_images=self.settings.limits.max_images_per_request,
+            text=text,
         )
+
+    def _text(self, source: ModelSource, version: int, runtime: Runtime) -> TextPreprocessor:
+        config = source.manifest.preprocess.text
+        assert config is not None
+        where = source.directory / MANIFEST_NAME
+        # The tokenizer belongs to the version: a new version may change the vocabulary.
+        text = TextPreprocessor(config, source.artifact(version).parent / config.tokenizer)
+        for feed in text.feeds:
+            spec = _find(runtime.inputs, feed, where, "preprocess.text")
+            if spec.datatype != "INT64" or not spec.accepts_shape((1, 16)):
+                raise ConfigError(
+                    f"{where}: field 'preprocess.text': makes INT64 [batch, sequence] tokens but "
+                    f"input {feed!r} is {spec.datatype} {list(spec.shape)}"
+                )
+        return text
 
 
 def _find(specs: tuple[TensorSpec, ...], name: str, where: object, field: str) -> TensorSpec:

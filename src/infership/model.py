@@ -20,6 +20,7 @@ from infership.errors import InvalidRequest, PayloadTooLarge
 from infership.metrics import ModelMetrics
 from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
+from infership.processing.text import TextPreprocessor
 from infership.repository.manifest import ModelManifest
 from infership.runtimes.base import Runtime
 from infership.types import (
@@ -48,6 +49,7 @@ class ServedModel:
         preprocessor: ImagePreprocessor | None = None,
         classifier: Classifier | None = None,
         max_images: int = 64,
+        text: TextPreprocessor | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -57,6 +59,7 @@ class ServedModel:
         self.preprocessor = preprocessor
         self.classifier = classifier
         self.max_images = max_images
+        self.text = text
         self._preprocess_executor = preprocess_executor
         policy = manifest.batching
         self._compute_executor = ThreadPoolExecutor(
@@ -82,6 +85,11 @@ class ServedModel:
             fed = self.preprocessor.config.input
             image = TensorSpec(self.preprocessor.config.public_input, "BYTES", (-1,))
             specs = [image if s.name == fed else s for s in specs]
+        if self.text is not None:
+            # The texts take the place of the first token tensor; the others are derived.
+            feeds = self.text.feeds
+            texts = TensorSpec(self.text.config.public_input, "BYTES", (-1,))
+            specs = [texts if s.name == feeds[0] else s for s in specs if s.name not in feeds[1:]]
         return tuple(specs)
 
     async def start(self) -> None:
@@ -178,8 +186,12 @@ class ServedModel:
                     f"send either {image_name!r} (encoded images) or {fed!r} (a tensor), not both"
                 )
             inputs[fed] = await self._preprocess(inputs.pop(image_name))
+        text_name = self.text.config.public_input if self.text else None
+        if text_name is not None and text_name in inputs:
+            inputs.update(await self._tokenise(inputs.pop(text_name), inputs))
+        public_name = image_name or text_name
         expected = set(self._model_inputs)
-        extra = sorted(set(inputs) - expected - ({image_name} if image_name else set()))
+        extra = sorted(set(inputs) - expected - ({public_name} if public_name else set()))
         if extra:
             raise InvalidRequest(
                 f"model {self.name!r} has no input {extra[0]!r}; inputs are "
@@ -188,7 +200,7 @@ class ServedModel:
         missing = sorted(expected - set(inputs))
         if missing:
             public = {s.name for s in self.inputs}
-            name = missing[0] if missing[0] in public else image_name
+            name = missing[0] if missing[0] in public else public_name
             raise InvalidRequest(f"model {self.name!r} needs input {name!r}, which is missing")
         rows = {_check(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
         if len(rows) > 1:
@@ -221,6 +233,35 @@ class ServedModel:
         )
         self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
         return tensor
+
+    async def _tokenise(self, texts: Array, given: dict[str, Array]) -> dict[str, Array]:
+        assert self.text is not None
+        name = self.text.config.public_input
+        clash = [feed for feed in self.text.feeds if feed in given]
+        if clash:
+            raise InvalidRequest(f"send either {name!r} (texts) or {clash[0]!r}, not both")
+        if texts.dtype != object:
+            raise InvalidRequest(f"input {name!r} must be BYTES (UTF-8 strings)")
+        if texts.ndim not in (1, 2) or (texts.ndim == 2 and texts.shape[1] != 1):
+            raise InvalidRequest(
+                f"input {name!r} must have shape [n] or [n, 1], got {list(texts.shape)}"
+            )
+        flat = texts.reshape(-1)
+        if len(flat) == 0:
+            raise InvalidRequest(f"input {name!r} holds no texts")
+        limit = self.manifest.batching.max_batch_size
+        if len(flat) > limit:
+            raise PayloadTooLarge(
+                f"input {name!r} holds {len(flat)} texts; model {self.name!r} takes at most "
+                f"{limit} per request"
+            )
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(
+            self._preprocess_executor, self.text.batch, cast(list[bytes], flat.tolist())
+        )
+        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
+        return tokens
 
 
 def _check(spec: TensorSpec, array: Array) -> int:

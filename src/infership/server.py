@@ -32,6 +32,7 @@ class Server:
         self.settings = settings
         self.application = Application(settings)
         self._uvicorn: uvicorn.Server | None = None
+        self._grpc_stopping: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         """Serve until SIGINT/SIGTERM. Raises ConfigError or ModelLoadError if start-up fails."""
@@ -61,6 +62,14 @@ class Server:
         if serving.done():
             serving.result()  # re-raise why binding failed
             raise SystemExit(1)  # uvicorn exited without an exception (e.g. port in use)
+        grpc = self.application.grpc
+        if grpc is not None:
+            try:
+                await grpc.start()
+            except BaseException:
+                server.should_exit = True
+                await serving
+                raise
         # 3. Load and warm the models. A failure stops the server with the reason; a signal
         #    during loading abandons the load instead of finishing it.
         loading = asyncio.create_task(self.application.start())
@@ -69,19 +78,24 @@ class Server:
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
+            await self._stop_grpc()
             await self.application.stop()
             return
         if loading.exception() is not None:
             server.should_exit = True
             await serving
+            await self._stop_grpc()
             await self.application.stop()
             loading.result()  # re-raise the load failure
+        grpc_address = f" and grpc://{grpc.host}:{grpc.port}" if grpc is not None else ""
         log.info(
-            "ready: serving %s on http://%s:%d (cold start %.2f s)",
-            ", ".join(names), http.host, self.port, time.perf_counter() - started,
+            "ready: serving %s on http://%s:%d%s (cold start %.2f s)",
+            ", ".join(names), http.host, self.port, grpc_address, time.perf_counter() - started,
         )  # fmt: skip
-        # 4. Serve until a signal; uvicorn closes the listener and finishes open requests.
+        # 4. Serve until a signal; uvicorn closes the listener and finishes open requests, and
+        #    gRPC (stopped by the same signal, see request_stop) finishes its calls in progress.
         await serving
+        await self._stop_grpc()
         # 5. Drain what is still queued and release the models.
         await self.application.stop()
 
@@ -92,13 +106,34 @@ class Server:
         port: int = self._uvicorn.servers[0].sockets[0].getsockname()[1]
         return port
 
+    @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC port; None when gRPC is off or not bound yet."""
+        grpc = self.application.grpc
+        return grpc.port if grpc is not None else None
+
     def request_stop(self) -> None:
-        """Begin a graceful stop; a second call forces it."""
+        """Begin a graceful stop; a second call forces it. Call from the event loop's thread."""
         if self._uvicorn is None:
             return
-        if self._uvicorn.should_exit:
+        force = self._uvicorn.should_exit
+        if force:
             self._uvicorn.force_exit = True
         self._uvicorn.should_exit = True
+        grpc = self.application.grpc
+        if grpc is not None and grpc.port is not None and (force or self._grpc_stopping is None):
+            # REST and gRPC drain at the same time; the second signal cancels gRPC calls.
+            self._grpc_stopping = asyncio.get_running_loop().create_task(
+                grpc.stop(0 if force else None)
+            )
+
+    async def _stop_grpc(self) -> None:
+        grpc = self.application.grpc
+        if grpc is None:
+            return
+        if self._grpc_stopping is None:
+            self._grpc_stopping = asyncio.create_task(grpc.stop())
+        await self._grpc_stopping
 
     def _handle_signals(self) -> None:
         loop = asyncio.get_running_loop()

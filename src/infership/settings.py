@@ -8,8 +8,9 @@ Per-model settings live in each model's ``model.yaml`` (see ``repository/manifes
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,15 @@ class HttpSettings(_Section):
     keep_alive_s: float = Field(5.0, gt=0)
     """Idle keep-alive timeout for HTTP/1.1 connections."""
 
+    header_timeout_s: float = Field(10.0, gt=0)
+    """Time a connection has to send a request's headers (slowloris defence); else 408."""
+
+    body_timeout_s: float = Field(60.0, gt=0)
+    """Time a request has to send its body once the headers are in; else 408."""
+
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    """Largest request line plus headers; larger gets 431."""
+
 
 class LimitSettings(_Section):
     max_image_pixels: int = Field(40_000_000, ge=1)
@@ -40,6 +50,123 @@ class LimitSettings(_Section):
 
     max_images_per_request: int = Field(64, ge=1)
     """Most images one request may carry (a BYTES tensor or a multipart upload)."""
+
+
+class ObservabilitySettings(_Section):
+    log_format: Literal["text", "json"] = "text"
+    """``json`` writes every log line, access log included, as one JSON object."""
+
+    access_log: bool = True
+    """One log line per HTTP request (logger ``infership.access``) with its request id."""
+
+    tracing: bool = True
+    """OpenTelemetry server spans when the ``otel`` extra is installed (no-op otherwise)."""
+
+    web_page: bool = True
+    """Serve the web page at ``/`` (try models, watch metrics). ``/`` answers JSON when off."""
+
+
+class GrpcSettings(_Section):
+    enabled: bool = True
+    """Serve the Open Inference Protocol over gRPC beside REST."""
+
+    host: str | None = None
+    """Address to bind; None binds the same address as REST (``http.host``)."""
+
+    port: int = Field(8001, ge=0, le=65535)
+    """TCP port for gRPC (0 picks a free port)."""
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest request or response message. grpcio's 4 MiB default holds only a handful of
+    raw 224×224 images; 64 MiB holds a batch of 64 (38.5 MB as FP32), like REST's body limit."""
+
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    """On shutdown, how long calls in progress may take to finish before they are cancelled."""
+
+
+class TlsSettings(_Section):
+    """TLS for REST and gRPC alike. Off unless a certificate and key are given."""
+
+    cert_file: Path | None = None
+    """PEM certificate chain of the server."""
+
+    key_file: Path | None = None
+    """PEM private key of the server."""
+
+    client_ca_file: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file needs cert_file and key_file (TLS) as well")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
+class RateLimit(_Section):
+    """A token bucket: ``burst`` requests at once, refilled at ``requests_per_second``."""
+
+    requests_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class AuthSettings(_Section):
+    """API keys (see ``infership keys``). Authentication is on as soon as any key source is set."""
+
+    keys_file: Path | None = None
+    """YAML file of keys (hashed or from a mounted Secret); re-read when it changes."""
+
+    tokens: tuple[SecretStr, ...] = ()
+    """Plaintext keys with the ``infer`` scope, e.g. INFERSHIP_AUTH__TOKENS='["isk_..."]'."""
+
+    admin_tokens: tuple[SecretStr, ...] = ()
+    """Plaintext keys with every scope, the repository API included."""
+
+    protect_health: bool = False
+    """Require a key for the health endpoints. Off so that probes work without one."""
+
+    protect_metrics: bool = False
+    """Require a key (``metrics`` scope) for /metrics. Off so that scrapers work without one."""
+
+    key_rate_limit: RateLimit | None = RateLimit(requests_per_second=1000, burst=2000)
+    """Requests/s and burst per key, unless the key sets its own; None: unlimited."""
+
+    anonymous_rate_limit: RateLimit | None = None
+    """Requests/s and burst per client address when authentication is off; None: unlimited."""
+
+    allow_unauthenticated: bool = False
+    """Serve on a non-loopback address without any key. Refused unless set: an open inference
+    server on a network is a deliberate choice, not a default."""
+
+
+class ModelSecuritySettings(_Section):
+    """Signed and encrypted models (see docs/model-security.md)."""
+
+    signing_policy: Literal["off", "warn", "require"] = "off"
+    """The least every model gets: off, warn (log problems) or require (an unsigned or tampered
+    version never loads). A model's ``signing.policy`` may only make it stricter."""
+
+    signing_public_key: Path | None = None
+    """PEM public key every model's signatures must verify with. When set (or the chain is), it
+    overrides the keys named in model.yaml: keep it outside the model repository."""
+
+    signing_certificate_chain: tuple[Path, ...] = ()
+    """CA certificates (PEM) certificate signatures must chain to, instead of a public key."""
+
+    key_file: Path | None = None
+    """File holding a model encryption key (one base64 line, ``infership keygen encryption``)."""
+
+    key_dir: Path | None = None
+    """Folder of key files, e.g. a Kubernetes Secret mounted read-only; every file is a key."""
+
+    key_env: str = "INFERSHIP_MODEL_KEY"
+    """Environment variable holding a key, read when set (empty string: never read one)."""
 
 
 class ServerSettings(BaseSettings):
@@ -57,6 +184,11 @@ class ServerSettings(BaseSettings):
 
     http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()
+    grpc: GrpcSettings = GrpcSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    auth: AuthSettings = AuthSettings()
+    tls: TlsSettings = TlsSettings()
+    model_security: ModelSecuritySettings = ModelSecuritySettings()
 
     model_control: bool = False
     """Allow the repository load/unload API. Off by default: it changes what the server runs."""

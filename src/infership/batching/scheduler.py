@@ -20,6 +20,14 @@ The policy (BatchPolicy), in the order it is applied:
   A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
   not the next free slot) and is never computed; one whose caller went away is dropped.
 
+Where a batch computes: in a worker thread (``executor``), so the event loop keeps serving;
+except that a model whose batches take less than ``inline_below_s`` (typically under 0.2 ms:
+tiny models) computes on the event loop thread itself. Handing such a batch to a thread and back
+costs more than computing it: two thread wake-ups and the GIL passed back and forth, which on a
+busy loop can wait a whole switch interval (5 ms). The typical compute time is learnt from the
+batches computed so far (warm-up included), so a model starts in the worker thread and moves to
+the loop only once it has proved fast.
+
 All state belongs to the event loop thread and changes only in ``_pump``, which never awaits,
 so no two steps interleave. It runs after every submit, cancellation, finished batch and timer:
 it expires what is late, dispatches what is ready and arms one timer for the next moment
@@ -50,6 +58,9 @@ from infership.types import Array
 
 ExecuteFn = Callable[[dict[str, Array]], dict[str, Array]]
 """Computes one batch in a worker thread; every output's leading axis must have the batch's rows."""
+
+INLINE_BELOW_S = 0.0002
+"""Default ``inline_below_s``: about what a round trip through a worker thread costs here."""
 
 
 class SchedulerObserver(Protocol):
@@ -87,7 +98,8 @@ class BatchScheduler:
     """Dynamic batching for one model; see the module docstring for the policy.
 
     ``clock`` (seconds, ``time.monotonic`` by default) measures queue delays, deadlines and
-    queue waits; compute time is always wall time. Example::
+    queue waits; compute time is always wall time. ``inline_below_s`` (0 turns it off) is the
+    typical batch time under which batches compute on the event loop thread. Example::
 
         scheduler = BatchScheduler("resnet", session_run, BatchPolicy(), thread_pool)
         await scheduler.start()
@@ -103,6 +115,7 @@ class BatchScheduler:
         *,
         observer: SchedulerObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        inline_below_s: float = INLINE_BELOW_S,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -121,6 +134,8 @@ class BatchScheduler:
         self._idle = asyncio.Event()  # set once stopping and nothing is queued or computing
         self._reported_depth = 0
         self._batch_seconds: float | None = None  # moving average, for the QueueFull hint
+        self._inline_below_s = inline_below_s
+        self._typical_seconds: float | None = None  # outlier-resistant average, see _record
 
     @property
     def queue_depth(self) -> int:
@@ -229,7 +244,12 @@ class BatchScheduler:
             batch = self._take_batch(now)
             if batch is None:  # waiting for company; the timer ends the wait
                 break
-            self._launch(batch, now)
+            if self._computes_inline():
+                self._run_inline(batch, now)
+                now = self._clock()
+                self._expire(now)
+            else:
+                self._launch(batch, now)
         self._arm_timer(now)
         if self._observer is not None and len(self._queue) != self._reported_depth:
             self._reported_depth = len(self._queue)
@@ -279,6 +299,25 @@ class BatchScheduler:
         self._queue = [request for request in self._queue if request.queued]
         return batch
 
+    def _computes_inline(self) -> bool:
+        typical = self._typical_seconds
+        return typical is not None and typical < self._inline_below_s
+
+    def _run_inline(self, batch: list[_Request], now: float) -> None:
+        if self._observer is not None:
+            for request in batch:
+                self._observer.queue_wait(now - request.submitted)
+        self._in_flight += len(batch)
+        try:
+            try:
+                outputs, seconds = self._compute([request.inputs for request in batch])
+            except Exception as exc:
+                self._fail(batch, exc, self._failed_message(batch, exc))
+                return
+            self._deliver(batch, outputs, seconds)
+        finally:
+            self._in_flight -= len(batch)
+
     def _launch(self, batch: list[_Request], now: float) -> None:
         self._free_slots -= 1
         self._in_flight += len(batch)
@@ -302,7 +341,6 @@ class BatchScheduler:
             )
 
     async def _run(self, batch: list[_Request]) -> None:
-        rows = sum(request.rows for request in batch)
         loop = asyncio.get_running_loop()
         try:
             try:
@@ -310,27 +348,9 @@ class BatchScheduler:
                     self._executor, self._compute, [request.inputs for request in batch]
                 )
             except Exception as exc:
-                self._fail(
-                    batch,
-                    exc,
-                    f"model {self.name!r} failed computing a batch of {rows} "
-                    f"rows ({len(batch)} requests): {type(exc).__name__}: {exc}",
-                )
+                self._fail(batch, exc, self._failed_message(batch, exc))
                 return
-            try:
-                parts = split(outputs, [request.rows for request in batch])
-            except Exception as exc:  # ValueError, or not even a mapping of arrays
-                self._fail(
-                    batch,
-                    exc,
-                    f"model {self.name!r} returned outputs that do not match "
-                    f"its batch of {rows} rows: {exc}",
-                )
-                return
-            self._record(rows, len(batch), seconds)
-            for request, part in zip(batch, parts, strict=True):
-                if not request.future.done():  # its caller may have gone away meanwhile
-                    request.future.set_result(part)
+            self._deliver(batch, outputs, seconds)
         finally:
             # Whatever happened (this task cancelled at loop shutdown), no caller hangs.
             self._fail(
@@ -343,8 +363,32 @@ class BatchScheduler:
             self._in_flight -= len(batch)
             self._pump()
 
+    def _failed_message(self, batch: list[_Request], exc: Exception) -> str:
+        rows = sum(request.rows for request in batch)
+        return (
+            f"model {self.name!r} failed computing a batch of {rows} "
+            f"rows ({len(batch)} requests): {type(exc).__name__}: {exc}"
+        )
+
+    def _deliver(self, batch: list[_Request], outputs: dict[str, Array], seconds: float) -> None:
+        rows = sum(request.rows for request in batch)
+        try:
+            parts = split(outputs, [request.rows for request in batch])
+        except Exception as exc:  # ValueError, or not even a mapping of arrays
+            self._fail(
+                batch,
+                exc,
+                f"model {self.name!r} returned outputs that do not match "
+                f"its batch of {rows} rows: {exc}",
+            )
+            return
+        self._record(rows, len(batch), seconds)
+        for request, part in zip(batch, parts, strict=True):
+            if not request.future.done():  # its caller may have gone away meanwhile
+                request.future.set_result(part)
+
     def _compute(self, inputs: list[dict[str, Array]]) -> tuple[dict[str, Array], float]:
-        # Worker thread: stacking copies every input once, so it stays off the loop as well.
+        # Usually a worker thread: stacking copies every input once, so it stays off the loop.
         batch, _ = stack(inputs)
         start = time.perf_counter()
         outputs = self._execute(batch)
@@ -366,6 +410,13 @@ class BatchScheduler:
     def _record(self, rows: int, requests: int, seconds: float) -> None:
         previous = self._batch_seconds
         self._batch_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        # Whether to compute inline must not flip on one outlier: a preempted batch, or one that
+        # waited for the GIL in its worker thread. A sample counts at most 4 × the average, so
+        # a lasting change still shows within a few batches.
+        typical = self._typical_seconds
+        self._typical_seconds = (
+            seconds if typical is None else 0.8 * typical + 0.2 * min(seconds, 4 * typical)
+        )
         if self._observer is not None:
             self._observer.batch_done(rows, requests, seconds)
 

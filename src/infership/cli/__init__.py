@@ -16,6 +16,18 @@ from infership import __version__
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "serve": "infership.cli.serve:serve",
+    "monitoring": "infership.cli.monitoring:monitoring",
+    "build": "infership.cli.build:build",
+    "compose": "infership.cli.compose:compose",
+    "probe": "infership.cli.probe:probe",
+    "bench": "infership.cli.bench:bench",
+    "plan": "infership.cli.plan:plan",
+    "keys": "infership.cli.keys:keys",
+    "sign": "infership.cli.sign:sign",
+    "verify": "infership.cli.verify:verify",
+    "encrypt": "infership.cli.encrypt:encrypt",
+    "keygen": "infership.cli.keygen:keygen",
+    "optimize": "infership.cli.optimize:optimize",
 }
 
 

@@ -133,6 +133,14 @@ def _check_files_exist(manifest_path: Path, source: ModelSource) -> None:
             f"{manifest_path}: field 'postprocess.classification.labels': "
             f"{source.directory / labels} does not exist"
         )
+    signing = manifest.signing
+    for field, key in [("public_key", signing.public_key)] + [
+        (f"certificate_chain.{i}", c) for i, c in enumerate(signing.certificate_chain)
+    ]:
+        if key is not None and not (source.directory / key).is_file():
+            raise ConfigError(
+                f"{manifest_path}: field 'signing.{field}': {source.directory / key} does not exist"
+            )
     for relative in manifest.sha256:
         if not (source.directory / relative).is_file():
             raise ConfigError(

@@ -13,6 +13,7 @@ An unknown key, a wrong type or a bad value is an error naming the file and the 
     postprocess:
       classification: {output: logits, top_k: 5, labels: labels.txt}
     sha256: {1/model.onnx: 3f5c..., labels.txt: 9ab1...}
+    signing: {policy: require, public_key: /etc/infership/model-signing.pub}
 """
 
 from __future__ import annotations
@@ -88,6 +89,29 @@ class OnnxOptions(_Strict):
     shared with image decoding: spinning threads then slow the decoder more than they save."""
 
 
+class TorchOptions(_Strict):
+    """PyTorch runtime (``runtime: torch``): torch.export programs (.pt2) and TorchScript."""
+
+    format: Literal["auto", "export", "torchscript"] = "auto"
+    """auto: ``.pt2`` is a torch.export program, ``.ts``/``.torchscript`` is TorchScript.
+    Other files (pickled ``torch.save`` checkpoints) are refused: loading them runs code."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``cuda:N``; a CUDA device that is not there is a load error."""
+    intra_op_threads: int = Field(0, ge=0)
+    """torch.set_num_threads; 0 keeps torch's default (one per core). Process-wide in torch."""
+    inter_op_threads: int = Field(0, ge=0)
+    """torch.set_num_interop_threads; 0 keeps the default. Settable once per process."""
+    pin_memory: bool = True
+    """On CUDA, copy inputs through page-locked host memory (faster, asynchronous transfers)."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
 class ImagePreprocess(_Strict):
     """Encoded image (JPEG, PNG, ...) → float tensor for one model input."""
 
@@ -117,8 +141,40 @@ class ImagePreprocess(_Strict):
         return self
 
 
+class TextPreprocess(_Strict):
+    """Strings (BYTES, UTF-8) → token ids and attention mask, with a ``tokenizers`` tokenizer."""
+
+    tokenizer: str = "tokenizer.json"
+    """Hugging Face ``tokenizers`` file inside each version folder."""
+    public_input: str = "text"
+    """Name of the BYTES input (UTF-8 strings) in the model's public signature."""
+    input_ids: str = "input_ids"
+    """The model input fed the token ids (INT64 [batch, sequence])."""
+    attention_mask: str | None = "attention_mask"
+    """The model input fed the attention mask; null when the model takes none."""
+    token_type_ids: str | None = None
+    """The model input fed the segment ids, for models that take them."""
+    max_length: int = Field(256, ge=1)
+    """Longer texts are truncated to this many tokens (special tokens included)."""
+    pad_to_multiple_of: int = Field(16, ge=1)
+    """A request pads to its longest text, rounded up to this, so requests of similar lengths
+    share a shape and the scheduler can batch them together."""
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_inside(cls, value: str) -> str:
+        return _inside_model_folder(value)
+
+
 class Preprocess(_Strict):
     image: ImagePreprocess | None = None
+    text: TextPreprocess | None = None
+
+    @model_validator(mode="after")
+    def _one_pipeline(self) -> Preprocess:
+        if self.image is not None and self.text is not None:
+            raise ValueError("give either image or text pre-processing, not both")
+        return self
 
 
 class Classification(_Strict):
@@ -146,13 +202,32 @@ class Postprocess(_Strict):
     classification: Classification | None = None
 
 
+class SigningConfig(_Strict):
+    """Signature checks on this model's version folders (``infership sign``)."""
+
+    policy: Literal["off", "warn", "require"] = "off"
+    """off: not checked; warn: checked, problems logged; require: an unsigned or tampered
+    version never loads. The server's ``model_security.signing_policy`` is a floor."""
+    public_key: str | None = None
+    """PEM public key signatures must verify with; relative to the model folder. Ignored when the
+    server has its own trust roots (``model_security.signing_public_key``)."""
+    certificate_chain: tuple[str, ...] = ()
+    """CA certificates (PEM) a certificate signature must chain to, instead of a public key."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_trust(self) -> SigningConfig:
+        if self.public_key is not None and self.certificate_chain:
+            raise ValueError("give public_key or certificate_chain, not both")
+        return self
+
+
 class ModelManifest(_Strict):
     """The contents of one ``model.yaml``."""
 
     name: str | None = None
     """Defaults to the folder name; if given it must equal it."""
     description: str = ""
-    runtime: Literal["onnx"] = "onnx"
+    runtime: Literal["onnx", "torch"] = "onnx"
     artifact: str = "model.onnx"
     """File inside each version folder."""
     version_policy: VersionPolicy = "latest"
@@ -161,10 +236,12 @@ class ModelManifest(_Strict):
     outputs: tuple[TensorConfig, ...] | None = None
     batching: BatchPolicy = BatchPolicy()
     onnx: OnnxOptions = OnnxOptions()
+    torch: TorchOptions = TorchOptions()
     preprocess: Preprocess = Preprocess()
     postprocess: Postprocess = Postprocess()
     warmup: bool = True
     """Run a batch of zeros through the model before reporting it ready."""
+    signing: SigningConfig = SigningConfig()
     sha256: dict[str, str] = {}
     """Hex sha256 per file, relative to the model folder (``1/model.onnx``); checked at load."""
 

@@ -11,12 +11,14 @@ from infership.runtimes.base import Runtime
 
 RUNTIMES: dict[str, str] = {
     "onnx": "infership.runtimes.onnx:OnnxRuntime",
+    "torch": "infership.runtimes.torch:TorchRuntime",
 }
 """Runtime name in model.yaml → ``module:Class``. Each class has ``load(path, options)``."""
 
 
-def load_runtime(kind: str, path: Path, options: Any) -> Runtime:
-    """Load ``path`` with the runtime registered as ``kind``."""
+def load_runtime(kind: str, path: Path, options: Any, data: bytes | None = None) -> Runtime:
+    """Load ``path`` with the runtime registered as ``kind``; from ``data`` (the file's bytes,
+    decrypted in memory) when given, which must then never reach the disk."""
     try:
         module_name, class_name = RUNTIMES[kind].split(":")
     except KeyError:
@@ -27,7 +29,8 @@ def load_runtime(kind: str, path: Path, options: Any) -> Runtime:
         raise ModelLoadError(
             f"runtime {kind!r} needs a package that is not installed: {exc.name}"
         ) from exc
-    runtime: Runtime = getattr(module, class_name).load(path, options)
+    loader = getattr(module, class_name).load
+    runtime: Runtime = loader(path, options) if data is None else loader(path, options, data)
     return runtime
 
 

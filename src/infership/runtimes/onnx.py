@@ -59,8 +59,10 @@ class OnnxRuntime(Runtime):
         self._output_names = [spec.name for spec in self.outputs]
 
     @classmethod
-    def load(cls, path: Path, options: OnnxOptions) -> OnnxRuntime:
-        """Create a session for ``path``. Raises ModelLoadError with the file and the reason."""
+    def load(cls, path: Path, options: OnnxOptions, data: bytes | None = None) -> OnnxRuntime:
+        """Create a session for ``path``, or for ``data`` (the model's bytes, e.g. decrypted in
+        memory) when given; ``path`` then only names it. Raises ModelLoadError with the file and
+        the reason."""
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.intra_op_threads
         session_options.inter_op_num_threads = options.inter_op_threads
@@ -71,7 +73,9 @@ class OnnxRuntime(Runtime):
         providers = _providers(options)
         try:
             session = ort.InferenceSession(
-                str(path), sess_options=session_options, providers=providers
+                str(path) if data is None else data,
+                sess_options=session_options,
+                providers=providers,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"{path}: onnxruntime could not load the model: {exc}") from exc

@@ -8,13 +8,17 @@ from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
+from infership import web
 from infership.dataplane import DataPlane
 from infership.errors import InfershipError
 from infership.metrics import Metrics
+from infership.observability.access import RequestContextMiddleware
+from infership.observability.tracing import Tracing
 from infership.protocols.rest import routes
 from infership.protocols.rest.errors import headers_for, status_for
 from infership.settings import ServerSettings
@@ -88,9 +92,22 @@ def _routes() -> list[Route]:
     return [Route(path, _guard(fn, path), methods=methods) for path, fn, methods in table]
 
 
+def _middleware(settings: ServerSettings) -> list[Middleware]:
+    observability = settings.observability
+    tracing = Tracing.if_installed() if observability.tracing else None
+    return [
+        Middleware(RequestContextMiddleware, access_log=observability.access_log, tracing=tracing)
+    ]
+
+
 def create_rest_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> Starlette:
     """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics."""
-    app = Starlette(routes=_routes(), exception_handlers={HTTPException: _http_error})
+    page: list[BaseRoute] = web.routes() if settings.observability.web_page else []
+    app = Starlette(
+        routes=[*_routes(), *page],
+        middleware=_middleware(settings),
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.state.metrics = metrics

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from infership import web
 from infership.dataplane import DataPlane
 from infership.errors import (
     ClientDisconnected,
@@ -60,11 +61,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnected("the client closed the connection while sending") from None
     body = b"".join(chunks)
     request._body = body  # later request.form() parses the body we already hold
     return body
@@ -237,6 +241,9 @@ async def openapi(request: Request) -> Response:
 
 
 async def index(request: Request) -> Response:
+    """The web page for browsers (``Accept: text/html``); a JSON summary for everyone else."""
+    if _settings(request).observability.web_page and web.wants_page(request):
+        return await web.page(request)
     plane = _plane(request)
     return json_response(
         {

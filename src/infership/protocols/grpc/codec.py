@@ -1,0 +1,215 @@
+"""``ModelInferRequest`` / ``ModelInferResponse`` ⇄ :mod:`infership.types`. Pure functions.
+
+Inputs arrive as typed ``contents`` or as ``raw_input_contents``: raw entries belong, in order,
+to the inputs that have no typed contents (kserve's client mixes both in one request). Outputs
+always leave as ``raw_output_contents``, one per output, because tritonclient decodes nothing
+else for numeric tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import numpy as np
+
+from infership.errors import InvalidRequest
+from infership.protocols.grpc._pb import pb
+from infership.tensors import check_shape, tensor_from_raw, tensor_to_raw
+from infership.types import (
+    DATATYPES,
+    Array,
+    InferenceRequest,
+    InferenceResponse,
+    Parameter,
+    RequestedOutput,
+    datatype_of,
+    numpy_dtype,
+)
+
+# The typed field that carries each datatype. FP16 (and BF16) have none: raw only.
+CONTENTS_FIELD: Final[dict[str, str]] = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+_MICROSECONDS: Final = 1_000_000
+
+
+def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
+    """The request a ``ModelInferRequest`` carries. Raises InvalidRequest naming the input.
+
+    >>> m = pb.ModelInferRequest(raw_input_contents=[b"\\x07"])
+    >>> _ = m.inputs.add(name="x", datatype="UINT8", shape=[1])
+    >>> decode_infer_request(m).inputs["x"]
+    array([7], dtype=uint8)
+    """
+    if not message.inputs:
+        raise InvalidRequest("inputs must hold at least one tensor")
+    raw = list(message.raw_input_contents)
+    wants_raw = sum(1 for tensor in message.inputs if not tensor.HasField("contents"))
+    if raw and len(raw) != wants_raw:
+        raise InvalidRequest(
+            f"raw_input_contents has {len(raw)} entries but {wants_raw} inputs have no typed"
+            " contents; send one raw entry per such input, in input order"
+        )
+    inputs: dict[str, Array] = {}
+    input_parameters: dict[str, dict[str, Parameter]] = {}
+    next_raw = iter(raw)
+    for tensor in message.inputs:
+        name = tensor.name
+        if name in inputs:
+            raise InvalidRequest(f"duplicate input names: {name!r}")
+        datatype = _datatype(name, tensor.datatype)
+        shape = list(tensor.shape)
+        if tensor.HasField("contents"):
+            inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
+        elif raw:
+            inputs[name] = tensor_from_raw(name, datatype, shape, next(next_raw))
+        else:
+            raise InvalidRequest(
+                f"input {name!r} has no data; set its contents or send raw_input_contents"
+            )
+        if tensor.parameters:
+            input_parameters[name] = decode_parameters(tensor.parameters)
+    return InferenceRequest(
+        inputs=inputs,
+        outputs=_requested_outputs(message.outputs),
+        id=message.id or None,
+        parameters=decode_parameters(message.parameters),
+        input_parameters=input_parameters,
+    )
+
+
+def encode_infer_response(
+    response: InferenceResponse, request: InferenceRequest
+) -> pb.ModelInferResponse:
+    """The ``ModelInferResponse`` for ``response``: every output raw, in order; the id echoed.
+
+    >>> r = InferenceResponse("m", "1", {"y": np.array([1, 2], dtype=np.int16)})
+    >>> encode_infer_response(r, InferenceRequest(inputs={})).raw_output_contents
+    [b'\\x01\\x00\\x02\\x00']
+    """
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=request.id or "",
+    )
+    for key, value in response.parameters.items():
+        message.parameters[key].CopyFrom(encode_parameter(value))
+    for name, array in response.outputs.items():
+        message.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+        message.raw_output_contents.append(bytes(tensor_to_raw(array)))
+    return message
+
+
+def decode_parameters(parameters: Mapping[str, pb.InferParameter]) -> dict[str, Parameter]:
+    """Plain values of a parameter map; an unset parameter is refused, naming its key."""
+    decoded: dict[str, Parameter] = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is None:
+            raise InvalidRequest(f"parameter {key!r} has no value")
+        value: Parameter = getattr(parameter, choice)
+        decoded[key] = value
+    return decoded
+
+
+def encode_parameter(value: Parameter) -> pb.InferParameter:
+    """The ``InferParameter`` for a plain value (bool is checked before int: it is one)."""
+    if isinstance(value, bool):
+        return pb.InferParameter(bool_param=value)
+    if isinstance(value, int):
+        return pb.InferParameter(int64_param=value)
+    if isinstance(value, float):
+        return pb.InferParameter(double_param=value)
+    return pb.InferParameter(string_param=value)
+
+
+def timeout_parameter(parameters: Mapping[str, Parameter], remaining_s: float | None) -> int | None:
+    """The request's ``timeout`` (microseconds, as in Triton) tightened to the gRPC deadline.
+
+    None when the call has no deadline: the request's own timeout, if any, stands. A deadline
+    that has already passed becomes 1 µs, so the request is refused with DeadlineExceeded
+    instead of running without one.
+
+    >>> timeout_parameter({"timeout": 5_000_000}, 0.25)
+    250000
+    """
+    given = parameters.get("timeout")
+    if remaining_s is None:
+        return None
+    from_deadline = max(1, math.floor(remaining_s * _MICROSECONDS))
+    if isinstance(given, int) and not isinstance(given, bool) and 0 < given < from_deadline:
+        return given
+    return from_deadline
+
+
+def _datatype(name: str, datatype: str) -> str:
+    if datatype in DATATYPES:
+        return datatype
+    upper = datatype.upper()
+    hint = f"; datatypes are upper case: {upper!r}" if upper in DATATYPES else ""
+    known = ", ".join(sorted(DATATYPES))
+    raise InvalidRequest(f"input {name!r}: datatype {datatype!r} is unknown{hint} (known: {known})")
+
+
+def _from_contents(name: str, datatype: str, shape: Any, contents: pb.InferTensorContents) -> Array:
+    dims = check_shape(name, list(shape))
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidRequest(
+            f"input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents"
+        )
+    used = [f.name for f, _ in contents.ListFields()]
+    if used and used != [field]:
+        raise InvalidRequest(
+            f"input {name!r}: {datatype} data belongs in contents.{field},"
+            f" got contents.{', contents.'.join(used)}"
+        )
+    values = getattr(contents, field)
+    count = math.prod(dims)
+    if len(values) != count:
+        raise InvalidRequest(
+            f"input {name!r}: contents.{field} has {len(values)} elements but shape"
+            f" {list(dims)} needs {count}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(dims)
+    dtype = numpy_dtype(datatype)
+    # The wire field is wider than INT8/16 and UINT8/16: refuse values that would wrap.
+    if dtype.kind in "iu" and dtype.itemsize < 4 and count:
+        wide = np.asarray(values, dtype=np.int64)
+        info = np.iinfo(dtype.name)
+        if int(wide.min()) < info.min or int(wide.max()) > info.max:
+            raise InvalidRequest(
+                f"input {name!r}: {datatype} data out of range [{info.min}, {info.max}]"
+            )
+        return wide.astype(dtype).reshape(dims)
+    return np.asarray(values, dtype=dtype).reshape(dims)
+
+
+def _requested_outputs(
+    outputs: Any,
+) -> tuple[RequestedOutput, ...] | None:
+    if not outputs:
+        return None
+    requested = tuple(RequestedOutput(o.name, decode_parameters(o.parameters)) for o in outputs)
+    names = [o.name for o in requested]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidRequest(f"duplicate output names: {', '.join(map(repr, duplicates))}")
+    return requested

@@ -1,0 +1,76 @@
+"""The gRPC listener: a ``grpc.aio`` server with the inference and health services.
+
+``server.Server`` starts it beside REST once REST is bound, and stops it on the same signal.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+
+from infership.dataplane import DataPlane
+from infership.errors import ConfigError
+from infership.protocols.grpc._pb import add_servicer
+from infership.protocols.grpc.health import HealthServicer
+from infership.protocols.grpc.servicer import InferenceServicer
+from infership.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    """``await start()`` binds and serves (returns the port), ``await stop()`` drains.
+
+    >>> server = GrpcServer(plane, ServerSettings(grpc={"port": 0}))  # doctest: +SKIP
+    >>> port = await server.start()  # doctest: +SKIP
+    """
+
+    def __init__(self, dataplane: DataPlane, settings: ServerSettings) -> None:
+        self.dataplane = dataplane
+        self.settings = settings
+        self.health = HealthServicer(dataplane)
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def host(self) -> str:
+        return self.settings.grpc.host or self.settings.http.host
+
+    async def start(self) -> int:
+        """Bind ``grpc.host:grpc.port`` and start serving. Raises ConfigError if it cannot bind."""
+        limit = self.settings.grpc.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # Let clients ping as Triton's do (keepalive timeout 20 s) without GOAWAY.
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        add_servicer(InferenceServicer(self.dataplane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        address = f"{host}:{self.settings.grpc.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"cannot bind gRPC to {address} ({exc}); is the port in use? Set --grpc-port,"
+                " or --no-grpc to serve REST only"
+            ) from None
+        await server.start()
+        await self.health.refresh()
+        self.health.start()
+        self._server = server
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new calls, let calls in progress finish for up to ``grace_s`` (default
+        ``grpc.shutdown_grace_s``), then cancel the rest. Calling again with 0 forces it."""
+        if self._server is None:
+            return
+        await self.health.shutdown()
+        grace = self.settings.grpc.shutdown_grace_s if grace_s is None else grace_s
+        await self._server.stop(grace)
