@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from starlette.applications import Starlette
 
+from infership.auth.policy import AccessPolicy
 from infership.dataplane import DataPlane
 from infership.errors import ConfigError
 from infership.loader import ModelLoader
@@ -17,6 +20,8 @@ from infership.protocols.rest.app import create_rest_app
 from infership.registry import ModelRegistry
 from infership.repository import FilesystemRepository
 from infership.settings import ServerSettings
+
+log = logging.getLogger(__name__)
 
 EXAMPLE_REPOSITORY = Path(__file__).parent / "examples" / "models"
 """The bundled example: EfficientNet-Lite0, an ImageNet classifier."""
@@ -34,8 +39,11 @@ class Application:
         loader = ModelLoader(self.repository, settings, self.metrics, self.preprocess_executor)
         self.registry = ModelRegistry(loader, settings)
         self.dataplane = DataPlane(self.registry, model_control=settings.model_control)
-        self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics)
-        self.grpc = GrpcServer(self.dataplane, settings) if settings.grpc.enabled else None
+        self.policy = AccessPolicy(settings.auth)
+        self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics, self.policy)
+        self.grpc = (
+            GrpcServer(self.dataplane, settings, self.policy) if settings.grpc.enabled else None
+        )
 
     def check(self) -> list[str]:
         """Validate every configured model's config and files without loading it. Digests are
@@ -43,6 +51,7 @@ class Application:
 
         Raises ConfigError (naming the file and the field) or ModelNotFound; returns the names.
         """
+        self._check_exposure()
         names = self.registry.names()
         if not names:
             raise ConfigError(
@@ -51,6 +60,33 @@ class Application:
         for name in names:
             self.repository.find(name)
         return names
+
+    def _check_exposure(self) -> None:
+        """Refuse to put an unauthenticated server on a network unless told to, and never
+        expose the repository API without keys: it changes what the server runs."""
+        if self.policy.enabled:
+            return
+        exposed = [
+            address
+            for address in {self.settings.http.host, self.settings.grpc.host or ""}
+            if address and not is_loopback(address)
+        ]
+        if not exposed:
+            return
+        if self.settings.model_control:
+            raise ConfigError(
+                f"--model-control on {', '.join(exposed)} needs API keys (--api-keys or "
+                "INFERSHIP_AUTH__ADMIN_TOKENS): the repository API must never be open to a network"
+            )
+        if not self.settings.auth.allow_unauthenticated:
+            raise ConfigError(
+                f"binding {', '.join(exposed)} without API keys would let anyone on the network "
+                "use this server: configure keys (--api-keys), or pass --allow-unauthenticated "
+                "(INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED=true) if the network itself is the boundary"
+            )
+        log.warning(
+            "serving %s without authentication (--allow-unauthenticated)", ", ".join(exposed)
+        )
 
     async def start(self) -> None:
         """Load and warm every model; readiness turns true when all are in."""
@@ -62,3 +98,12 @@ class Application:
         self.dataplane.draining = True
         await self.registry.stop()
         self.preprocess_executor.shutdown(wait=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Latency buckets from 0.5 ms to 10 s: CPU models answer in milliseconds, queues add seconds.
@@ -62,8 +64,22 @@ class Metrics:
             ("method", "route", "status"), registry=r,
         )  # fmt: skip
 
+        self.drain_started: float | None = None
+        """``time.monotonic()`` when the drain began; None while serving normally."""
+        Gauge(
+            "infership_drain_seconds", "Seconds since SIGTERM started the drain; 0 while serving.",
+            registry=r,
+        ).set_function(self._drain_seconds)  # fmt: skip
+
     def model(self, name: str, version: str) -> ModelMetrics:
         return ModelMetrics(self, name, version)
+
+    def _drain_seconds(self) -> float:
+        return 0.0 if self.drain_started is None else time.monotonic() - self.drain_started
+
+    def start_drain(self) -> None:
+        if self.drain_started is None:
+            self.drain_started = time.monotonic()
 
 
 class ModelMetrics:

@@ -1,4 +1,11 @@
-"""Running the application on sockets: start-up checks → bind → load and warm → serve → stop."""
+"""Running the application on sockets: start-up checks → bind → load and warm → serve → drain.
+
+The drain is what makes rolling updates lossless: on SIGTERM readiness turns false at once
+while both listeners keep answering for ``shutdown.delay_s`` (Kubernetes removes the pod from
+its endpoints in the meantime, and REST answers ``Connection: close`` so clients move their
+kept-alive connections elsewhere); then the listeners close, admitted and queued requests
+finish, and the models are released. A second signal, or ``shutdown.timeout_s``, cuts it short.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Iterator
 
 import uvicorn
 
-from infership.app import Application
+from infership.app import Application, is_loopback
+from infership.protocols.rest.connection import GuardedHttpProtocol
 from infership.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,7 @@ class Server:
         self.application = Application(settings)
         self._uvicorn: uvicorn.Server | None = None
         self._grpc_stopping: asyncio.Task[None] | None = None
+        self._draining: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         """Serve until SIGINT/SIGTERM. Raises ConfigError or ModelLoadError if start-up fails."""
@@ -41,16 +51,27 @@ class Server:
         names = self.application.check()
         # 2. Bind, so liveness answers while models load (readiness stays false until warm).
         http = self.settings.http
+        tls = self.settings.tls
         config = uvicorn.Config(
             self.application.rest,
             host=http.host,
             port=http.port,
+            http=GuardedHttpProtocol.configured(
+                header_timeout_s=http.header_timeout_s,
+                body_timeout_s=http.body_timeout_s,
+                max_header_bytes=http.max_header_bytes,
+            ),
             lifespan="off",
             access_log=False,
             log_config=None,
             timeout_keep_alive=int(http.keep_alive_s),
+            timeout_graceful_shutdown=int(self.settings.shutdown.timeout_s),
             limit_concurrency=http.max_concurrency,
             server_header=False,
+            ssl_certfile=tls.cert_file,
+            ssl_keyfile=tls.key_file,
+            ssl_ca_certs=tls.client_ca_file,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls.client_ca_file else ssl.CERT_NONE,
         )
         server = _Uvicorn(config)
         self._uvicorn = server
@@ -87,17 +108,22 @@ class Server:
             await self._stop_grpc()
             await self.application.stop()
             loading.result()  # re-raise the load failure
+        scheme = "https" if tls.enabled else "http"
         grpc_address = f" and grpc://{grpc.host}:{grpc.port}" if grpc is not None else ""
         log.info(
-            "ready: serving %s on http://%s:%d%s (cold start %.2f s)",
-            ", ".join(names), http.host, self.port, grpc_address, time.perf_counter() - started,
+            "ready: serving %s on %s://%s:%d%s (cold start %.2f s)",
+            ", ".join(names), scheme, http.host, self.port, grpc_address,
+            time.perf_counter() - started,
         )  # fmt: skip
-        # 4. Serve until a signal; uvicorn closes the listener and finishes open requests, and
-        #    gRPC (stopped by the same signal, see request_stop) finishes its calls in progress.
+        # 4. Serve until a signal and the drain delay that follows it (see request_stop); then
+        #    uvicorn closes the listener and finishes open requests, and gRPC its calls.
         await serving
         await self._stop_grpc()
-        # 5. Drain what is still queued and release the models.
+        # 5. Finish what is still queued and release the models.
         await self.application.stop()
+        if self.application.metrics.drain_started is not None:
+            drained = time.monotonic() - self.application.metrics.drain_started
+            log.info("drained and stopped in %.2f s", drained)
 
     @property
     def port(self) -> int:
@@ -116,16 +142,41 @@ class Server:
         """Begin a graceful stop; a second call forces it. Call from the event loop's thread."""
         if self._uvicorn is None:
             return
-        force = self._uvicorn.should_exit
-        if force:
-            self._uvicorn.force_exit = True
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain())
+            return
+        log.warning("second signal: stopping now, cutting off requests in progress")
+        self._draining.cancel()
+        self._uvicorn.force_exit = True
+        self._close_listeners(force=True)
+
+    async def _drain(self) -> None:
+        plane = self.application.dataplane
+        # Nothing routes to a server that was never ready: then there is nothing to wait for.
+        delay = self._drain_delay_s() if plane.ready else 0.0
+        plane.draining = True  # readiness false on REST, gRPC and grpc.health at once
+        self.application.metrics.start_drain()
+        if delay > 0:
+            log.info("draining: not ready; still serving for %.1f s while routes update", delay)
+            await asyncio.sleep(delay)
+        self._close_listeners(force=False)
+
+    def _close_listeners(self, *, force: bool) -> None:
+        assert self._uvicorn is not None
         self._uvicorn.should_exit = True
         grpc = self.application.grpc
         if grpc is not None and grpc.port is not None and (force or self._grpc_stopping is None):
-            # REST and gRPC drain at the same time; the second signal cancels gRPC calls.
+            # REST and gRPC close together; a forced stop cancels the gRPC calls in progress.
             self._grpc_stopping = asyncio.get_running_loop().create_task(
                 grpc.stop(0 if force else None)
             )
+
+    def _drain_delay_s(self) -> float:
+        configured = self.settings.shutdown.delay_s
+        if configured is not None:
+            return configured
+        hosts = {self.settings.http.host, self.settings.grpc.host or self.settings.http.host}
+        return 0.0 if all(is_loopback(host) for host in hosts) else 5.0
 
     async def _stop_grpc(self) -> None:
         grpc = self.application.grpc

@@ -80,8 +80,17 @@ class GrpcSettings(_Section):
     """Largest request or response message. grpcio's 4 MiB default holds only a handful of
     raw 224×224 images; 64 MiB holds a batch of 64 (38.5 MB as FP32), like REST's body limit."""
 
-    shutdown_grace_s: float = Field(10.0, ge=0)
-    """On shutdown, how long calls in progress may take to finish before they are cancelled."""
+
+class ShutdownSettings(_Section):
+    """What SIGTERM does: readiness off at once, keep serving for ``delay_s`` while load
+    balancers take the server out, stop accepting, finish admitted work within ``timeout_s``."""
+
+    delay_s: float | None = Field(None, ge=0)
+    """Seconds to keep serving after readiness turns false. None: 0 on a loopback address
+    (nothing routes to it), 5 otherwise (Kubernetes endpoints take a few seconds to update)."""
+
+    timeout_s: float = Field(30.0, gt=0)
+    """Longest wait for admitted requests to finish before they are cut off."""
 
 
 class TlsSettings(_Section):
@@ -188,6 +197,7 @@ class ServerSettings(BaseSettings):
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     model_security: ModelSecuritySettings = ModelSecuritySettings()
 
     model_control: bool = False

@@ -41,6 +41,29 @@ from infership.errors import ConfigError, InfershipError, ModelNotFound
     type=click.Path(path_type=Path),
     help="PEM public key every model signature must verify with.",
 )
+@click.option(
+    "--api-keys",
+    type=click.Path(path_type=Path),
+    help="YAML file of API keys (see `infership keys`); turns authentication on.",
+)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    default=None,
+    help="Allow a non-loopback --host without API keys.",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate chain (TLS).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key (TLS).")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    help="PEM CA bundle: require client certificates it signed (mutual TLS).",
+)
+@click.option(
+    "--drain-delay",
+    type=float,
+    help="Seconds to keep serving after SIGTERM turns readiness off [default: 0 on loopback, 5].",
+)
 def serve(model_repository: Path | None, **options: Any) -> None:
     """Serve MODEL_REPOSITORY (default: the bundled EfficientNet-Lite0 example).
 
@@ -50,24 +73,19 @@ def serve(model_repository: Path | None, **options: Any) -> None:
     from infership.server import Server
     from infership.settings import ServerSettings
 
-    http = {k: options.pop(k) for k in ("host", "port", "max_body_bytes") if options[k] is not None}
-    grpc: dict[str, Any] = {"port": options.pop("grpc_port")}
-    if grpc["port"] is None:
-        del grpc["port"]
     if options.pop("no_grpc"):
-        grpc["enabled"] = False
-    given: dict[str, Any] = {k: v for k, v in options.items() if v not in (None, ())}
+        options["grpc_enabled"] = False
+    given: dict[str, Any] = {}
     if model_repository is not None:
         given["model_repository"] = model_repository
-    if http:
-        given["http"] = http
-    if grpc:
-        given["grpc"] = grpc
-    if (log_format := given.pop("log_format", None)) is not None:
-        given["observability"] = {"log_format": log_format}
-    security_options = ("key_file", "key_dir", "signing_policy", "signing_public_key")
-    if security := {k: given.pop(k) for k in security_options if k in given}:
-        given["model_security"] = security
+    for option, value in options.items():
+        if value is None or value == ():
+            continue
+        *sections, field = _SETTING.get(option, (option,))
+        target = given
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[field] = value
     try:
         settings = ServerSettings(**given)
     except ValidationError as exc:
@@ -81,3 +99,24 @@ def serve(model_repository: Path | None, **options: Any) -> None:
         fail(str(exc), 1)
     except KeyboardInterrupt:
         pass
+
+
+_SETTING: dict[str, tuple[str, ...]] = {
+    # option name -> where it lives in ServerSettings (options not listed are top-level fields)
+    "host": ("http", "host"),
+    "port": ("http", "port"),
+    "max_body_bytes": ("http", "max_body_bytes"),
+    "grpc_port": ("grpc", "port"),
+    "grpc_enabled": ("grpc", "enabled"),
+    "log_format": ("observability", "log_format"),
+    "key_file": ("model_security", "key_file"),
+    "key_dir": ("model_security", "key_dir"),
+    "signing_policy": ("model_security", "signing_policy"),
+    "signing_public_key": ("model_security", "signing_public_key"),
+    "api_keys": ("auth", "keys_file"),
+    "allow_unauthenticated": ("auth", "allow_unauthenticated"),
+    "tls_cert": ("tls", "cert_file"),
+    "tls_key": ("tls", "key_file"),
+    "tls_client_ca": ("tls", "client_ca_file"),
+    "drain_delay": ("shutdown", "delay_s"),
+}

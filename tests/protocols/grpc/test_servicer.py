@@ -24,7 +24,7 @@ from test_model import Harness, Held, OneModelRegistry, compute
 
 Stub = Any
 
-SETTINGS = ServerSettings(grpc={"port": 0, "shutdown_grace_s": 5})
+SETTINGS = ServerSettings(grpc={"port": 0}, shutdown={"timeout_s": 5})
 
 
 class Serving:

@@ -10,12 +10,13 @@ import logging
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
+from infership.auth.policy import AccessPolicy
 from infership.dataplane import DataPlane
 from infership.errors import ConfigError
 from infership.protocols.grpc._pb import add_servicer
 from infership.protocols.grpc.health import HealthServicer
 from infership.protocols.grpc.servicer import InferenceServicer
-from infership.settings import ServerSettings
+from infership.settings import ServerSettings, TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,12 @@ class GrpcServer:
     >>> port = await server.start()  # doctest: +SKIP
     """
 
-    def __init__(self, dataplane: DataPlane, settings: ServerSettings) -> None:
+    def __init__(
+        self, dataplane: DataPlane, settings: ServerSettings, policy: AccessPolicy | None = None
+    ) -> None:
         self.dataplane = dataplane
         self.settings = settings
+        self.policy = policy or AccessPolicy(settings.auth)
         self.health = HealthServicer(dataplane)
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -49,12 +53,16 @@ class GrpcServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]
         )
-        add_servicer(InferenceServicer(self.dataplane), server)
+        add_servicer(InferenceServicer(self.dataplane, self.policy), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host = f"[{self.host}]" if ":" in self.host else self.host
         address = f"{host}:{self.settings.grpc.port}"
         try:
-            self.port = server.add_insecure_port(address)
+            credentials = _credentials(self.settings.tls)
+            if credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ConfigError(
                 f"cannot bind gRPC to {address} ({exc}); is the port in use? Set --grpc-port,"
@@ -68,9 +76,23 @@ class GrpcServer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Refuse new calls, let calls in progress finish for up to ``grace_s`` (default
-        ``grpc.shutdown_grace_s``), then cancel the rest. Calling again with 0 forces it."""
+        ``shutdown.timeout_s``), then cancel the rest. Calling again with 0 forces it."""
         if self._server is None:
             return
         await self.health.shutdown()
-        grace = self.settings.grpc.shutdown_grace_s if grace_s is None else grace_s
+        grace = self.settings.shutdown.timeout_s if grace_s is None else grace_s
         await self._server.stop(grace)
+
+
+def _credentials(tls: TlsSettings) -> grpc.ServerCredentials | None:
+    """Server credentials from the same files as REST's TLS; None when TLS is off."""
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    try:
+        pair = (tls.key_file.read_bytes(), tls.cert_file.read_bytes())
+        client_ca = tls.client_ca_file.read_bytes() if tls.client_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename}: cannot read TLS file: {exc.strerror}") from None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

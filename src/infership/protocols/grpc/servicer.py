@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from infership.auth.policy import Access, AccessPolicy, bearer_token
 from infership.dataplane import DataPlane
 from infership.errors import ClientError, InfershipError, InvalidRequest
 from infership.protocols.grpc._pb import pb
@@ -32,53 +33,66 @@ Handler = Callable[["InferenceServicer", Req, Context], Awaitable[Resp]]
 READY = "READY"
 
 
-def _rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Answer our errors with their status code, message and retry hint. Operator errors and
-    anything unexpected become INTERNAL with a generic message; the details go to the log."""
+def _rpc(access: Access) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+    """Admit the caller for ``access`` (key, scope, rate), then answer our errors with their
+    status code, message and retry hint. Operator errors and anything unexpected become
+    INTERNAL with a generic message; the details go to the log."""
 
-    @functools.wraps(handler)
-    async def guarded(self: InferenceServicer, request: Req, context: Context) -> Resp:
-        try:
-            return await handler(self, request, context)
-        except InfershipError as exc:
-            code = status_for(exc)
-            message = exc.message
-            if code is grpc.StatusCode.INTERNAL:
-                log.error("gRPC %s failed: %s", handler.__name__, exc)
-                message = f"{type(exc).__name__}: the server failed; see its log"
-            await context.abort(code, message, trailing_metadata=trailers_for(exc))
-        except Exception:
-            log.exception("gRPC %s failed unexpectedly", handler.__name__)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal server error; see the server log"
-            )
-        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+    def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+        @functools.wraps(handler)
+        async def guarded(self: InferenceServicer, request: Req, context: Context) -> Resp:
+            try:
+                self.policy.admit(access, _token(context), context.peer())
+                return await handler(self, request, context)
+            except InfershipError as exc:
+                code = status_for(exc)
+                message = exc.message
+                if code is grpc.StatusCode.INTERNAL:
+                    log.error("gRPC %s failed: %s", handler.__name__, exc)
+                    message = f"{type(exc).__name__}: the server failed; see its log"
+                await context.abort(code, message, trailing_metadata=trailers_for(exc))
+            except Exception:
+                log.exception("gRPC %s failed unexpectedly", handler.__name__)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal server error; see the server log"
+                )
+            raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
-    return guarded
+        return guarded
+
+    return decorate
+
+
+def _token(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            return bearer_token(value)
+    return None
 
 
 class InferenceServicer:
     """The rpcs of ``inference.GRPCInferenceService`` over one :class:`DataPlane`.
 
-    Registered with ``_pb.add_servicer(InferenceServicer(plane), server)``.
+    Registered with ``_pb.add_servicer(InferenceServicer(plane, policy), server)``.
     """
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, policy: AccessPolicy) -> None:
         self.dataplane = dataplane
+        self.policy = policy
 
-    @_rpc
+    @_rpc(Access.HEALTH)
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: Context
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.live)
 
-    @_rpc
+    @_rpc(Access.HEALTH)
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready)
 
-    @_rpc
+    @_rpc(Access.HEALTH)
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: Context
     ) -> pb.ModelReadyResponse:
@@ -89,13 +103,13 @@ class InferenceServicer:
             ready = False
         return pb.ModelReadyResponse(ready=ready)
 
-    @_rpc
+    @_rpc(Access.INFER)
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.dataplane.server_metadata())
 
-    @_rpc
+    @_rpc(Access.INFER)
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
@@ -109,7 +123,7 @@ class InferenceServicer:
             outputs=[tensor(**spec) for spec in metadata["outputs"]],
         )
 
-    @_rpc
+    @_rpc(Access.INFER)
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
@@ -125,7 +139,7 @@ class InferenceServicer:
         )
         return encode_infer_response(result, inference)
 
-    @_rpc
+    @_rpc(Access.ADMIN)
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
@@ -135,7 +149,7 @@ class InferenceServicer:
         index = pb.RepositoryIndexResponse.ModelIndex
         return pb.RepositoryIndexResponse(models=[index(**entry) for entry in entries])
 
-    @_rpc
+    @_rpc(Access.ADMIN)
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
@@ -148,7 +162,7 @@ class InferenceServicer:
         await self.dataplane.load_model(_model_name(request))
         return pb.RepositoryModelLoadResponse()
 
-    @_rpc
+    @_rpc(Access.ADMIN)
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> pb.RepositoryModelUnloadResponse:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from infership import web
+from infership.auth.policy import Access, AccessPolicy, bearer_token
 from infership.dataplane import DataPlane
 from infership.errors import InfershipError
 from infership.metrics import Metrics
@@ -34,22 +35,29 @@ def _error(message: str, status: int, headers: dict[str, str] | None = None) -> 
     return response
 
 
-def _guard(endpoint: Endpoint, route: str) -> Endpoint:
-    """Turn our errors into ``{"error": ...}`` answers (anything else is a logged 500), and
-    count every answer by route template and status."""
+def _guard(endpoint: Endpoint, route: str, access: Access) -> Endpoint:
+    """Admit the caller for ``access`` (key, scope, rate), turn our errors into
+    ``{"error": ...}`` answers (anything else is a logged 500), and count every answer by
+    route template and status."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        response = await _answer(endpoint, request)
+        response = await _answer(endpoint, request, access)
         metrics: Metrics = request.app.state.metrics
         metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        if request.app.state.dataplane.draining:
+            # Kept-alive clients reconnect, and so reach a server that is not going away.
+            response.headers["connection"] = "close"
         return response
 
     return guarded
 
 
-async def _answer(endpoint: Endpoint, request: Request) -> Response:
+async def _answer(endpoint: Endpoint, request: Request, access: Access) -> Response:
     try:
+        policy: AccessPolicy = request.app.state.policy
+        token = bearer_token(request.headers.get("authorization"))
+        policy.admit(access, token, request.client.host if request.client else None)
         return await endpoint(request)
     except InfershipError as exc:
         status = status_for(exc)
@@ -69,27 +77,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _routes() -> list[Route]:
-    table: list[tuple[str, Endpoint, list[str]]] = [
-        ("/", routes.index, ["GET"]),
-        ("/v2", routes.server_metadata, ["GET"]),
-        ("/v2/health/live", routes.live, ["GET"]),
-        ("/v2/health/ready", routes.ready, ["GET"]),
-        ("/v2/models/{name}", routes.model_metadata, ["GET"]),
-        ("/v2/models/{name}/ready", routes.model_ready, ["GET"]),
-        ("/v2/models/{name}/infer", routes.infer, ["POST"]),
-        ("/v2/models/{name}/predict", routes.predict, ["POST"]),
-        ("/v2/models/{name}/versions/{version}", routes.model_metadata, ["GET"]),
-        ("/v2/models/{name}/versions/{version}/ready", routes.model_ready, ["GET"]),
-        ("/v2/models/{name}/versions/{version}/infer", routes.infer, ["POST"]),
-        ("/v2/models/{name}/versions/{version}/predict", routes.predict, ["POST"]),
-        ("/v2/repository/index", routes.repository_index, ["POST"]),
-        ("/v2/repository/models/{name}/load", routes.load_model, ["POST"]),
-        ("/v2/repository/models/{name}/unload", routes.unload_model, ["POST"]),
-        ("/predict", routes.predict, ["POST"]),
-        ("/metrics", routes.metrics, ["GET"]),
-        ("/openapi.json", routes.openapi, ["GET"]),
+    get, post = ["GET"], ["POST"]
+    table: list[tuple[str, Endpoint, list[str], Access]] = [
+        ("/", routes.index, get, Access.PUBLIC),
+        ("/v2", routes.server_metadata, get, Access.INFER),
+        ("/v2/health/live", routes.live, get, Access.HEALTH),
+        ("/v2/health/ready", routes.ready, get, Access.HEALTH),
+        ("/v2/models/{name}", routes.model_metadata, get, Access.INFER),
+        ("/v2/models/{name}/ready", routes.model_ready, get, Access.HEALTH),
+        ("/v2/models/{name}/infer", routes.infer, post, Access.INFER),
+        ("/v2/models/{name}/predict", routes.predict, post, Access.INFER),
+        ("/v2/models/{name}/versions/{version}", routes.model_metadata, get, Access.INFER),
+        ("/v2/models/{name}/versions/{version}/ready", routes.model_ready, get, Access.HEALTH),
+        ("/v2/models/{name}/versions/{version}/infer", routes.infer, post, Access.INFER),
+        ("/v2/models/{name}/versions/{version}/predict", routes.predict, post, Access.INFER),
+        ("/v2/repository/index", routes.repository_index, post, Access.ADMIN),
+        ("/v2/repository/models/{name}/load", routes.load_model, post, Access.ADMIN),
+        ("/v2/repository/models/{name}/unload", routes.unload_model, post, Access.ADMIN),
+        ("/predict", routes.predict, post, Access.INFER),
+        ("/metrics", routes.metrics, get, Access.METRICS),
+        ("/openapi.json", routes.openapi, get, Access.PUBLIC),
     ]
-    return [Route(path, _guard(fn, path), methods=methods) for path, fn, methods in table]
+    return [
+        Route(path, _guard(fn, path, access), methods=methods)
+        for path, fn, methods, access in table
+    ]
 
 
 def _middleware(settings: ServerSettings) -> list[Middleware]:
@@ -100,8 +112,14 @@ def _middleware(settings: ServerSettings) -> list[Middleware]:
     ]
 
 
-def create_rest_app(dataplane: DataPlane, settings: ServerSettings, metrics: Metrics) -> Starlette:
-    """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics."""
+def create_rest_app(
+    dataplane: DataPlane,
+    settings: ServerSettings,
+    metrics: Metrics,
+    policy: AccessPolicy | None = None,
+) -> Starlette:
+    """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics.
+    ``policy`` defaults to one built from ``settings.auth``."""
     page: list[BaseRoute] = web.routes() if settings.observability.web_page else []
     app = Starlette(
         routes=[*_routes(), *page],
@@ -111,4 +129,5 @@ def create_rest_app(dataplane: DataPlane, settings: ServerSettings, metrics: Met
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.policy = policy or AccessPolicy(settings.auth)
     return app
