@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -104,8 +104,12 @@ class RunningServer:
         self.grpc_address = f"127.0.0.1:{grpc_port}"
 
 
-def start_server(*args: str, timeout: float = 30.0) -> RunningServer:
-    """Start ``infership serve`` in its own process on a free loopback port; wait until ready."""
+def start_server(
+    *args: str, timeout: float = 30.0, scheme: str = "http", **client: Any
+) -> RunningServer:
+    """Start ``infership serve`` in its own process on a free loopback port; wait until ready.
+
+    ``client`` are httpx options for the readiness poll (``verify``, ``cert``, ``headers``)."""
     port = free_port()
     grpc_port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -117,14 +121,14 @@ def start_server(*args: str, timeout: float = 30.0) -> RunningServer:
         text=True,
         env=env,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = _read(log)
             raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1, **client).status_code == 200:
                 return RunningServer(process, url, grpc_port, log)
         except httpx.TransportError:
             pass
