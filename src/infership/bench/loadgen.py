@@ -158,7 +158,7 @@ async def _closed_loop(
             ended = clock()
             if ended <= end:
                 recorder.record(began, ended, outcome)
-            if outcome in BROKEN:
+            if outcome in BROKEN or not connection.reusable:
                 await connection.close()
                 connection = None
         if connection is not None:
@@ -190,8 +190,12 @@ class _Pool:
 
     async def acquire(self) -> Connection:
         while True:
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                idle = self._idle.pop()
+                if idle.reusable:
+                    return idle
+                self._open -= 1  # the server closed it while it sat idle
+                await idle.close()
             if self._open < self._cap:
                 self._open += 1
                 try:
@@ -241,7 +245,7 @@ async def _open_loop(target: Target, first: Connection, load: Load, recorder: _R
             recorder.recording.late_sends += 1
         outcome = await connection.send()
         recorder.record(due, clock(), outcome)
-        await pool.release(connection, outcome in BROKEN)
+        await pool.release(connection, outcome in BROKEN or not connection.reusable)
 
     tasks: set[asyncio.Task[None]] = set()
     for due in due_times(load.rate, start, recorder.measure_until):

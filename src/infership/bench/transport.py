@@ -28,6 +28,11 @@ class Connection(Protocol):
         """Send the request once and wait for the whole answer; None on success, else the
         kind of error."""
 
+    @property
+    def reusable(self) -> bool:
+        """False once the server has closed the connection or said it will (``Connection:
+        close``, as a draining server does): then it is replaced, which is not an error."""
+
     async def close(self) -> None: ...
 
 
@@ -105,6 +110,10 @@ class _HttpConnection(asyncio.Protocol):
 
     # Connection
 
+    @property
+    def reusable(self) -> bool:
+        return not self._closed and self._transport is not None
+
     async def send(self) -> str | None:
         if self._closed or self._transport is None:
             return "disconnected"
@@ -171,6 +180,10 @@ class _GrpcConnection:
         self._request = request
         self._timeout_s = timeout_s
         self._grpc = grpc
+
+    @property
+    def reusable(self) -> bool:
+        return True  # a channel reconnects by itself
 
     async def send(self) -> str | None:
         try:
