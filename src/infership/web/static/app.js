@@ -21,9 +21,19 @@ const state = {
 
 // --- talking to the server -----------------------------------------------------------------
 
+const KEY_ITEM = "infership-api-key"; // sessionStorage: the key is forgotten with the tab
+
+// Every request carries the API key typed into the header, if any (servers started with
+// --api-keys answer 401 without one).
+function withKey(options = {}) {
+  const key = sessionStorage.getItem(KEY_ITEM);
+  if (!key) return options;
+  return { ...options, headers: { ...(options.headers ?? {}), Authorization: `Bearer ${key}` } };
+}
+
 async function call(path, options = {}) {
   const started = performance.now();
-  const response = await fetch(path, options);
+  const response = await fetch(path, withKey(options));
   const roundTrip = performance.now() - started;
   const text = await response.text();
   let body = text;
@@ -52,7 +62,7 @@ async function refreshHealth() {
     const pill = $(`#${which}`);
     let ok = false;
     try {
-      ok = (await fetch(`/v2/health/${which}`)).ok;
+      ok = (await fetch(`/v2/health/${which}`, withKey())).ok;
     } catch {
       ok = false;
     }
@@ -362,7 +372,7 @@ function setUpCharts() {
 async function scrape() {
   if (state.paused) return;
   try {
-    const response = await fetch("/metrics");
+    const response = await fetch("/metrics", withKey());
     if (!response.ok) throw new Error(`/metrics answered ${response.status}`);
     const now = snapshot(parseMetrics(await response.text()), Date.now());
     if (state.lastScrape) state.points.push(between(state.lastScrape, now));
@@ -472,6 +482,13 @@ async function main() {
   $("#refresh-models").addEventListener("click", () => refreshModels().catch(showError));
   $("#pause").addEventListener("click", togglePause);
   $("#copy").addEventListener("click", copySnippet);
+  const keyInput = $("#api-key");
+  keyInput.value = sessionStorage.getItem(KEY_ITEM) ?? "";
+  keyInput.addEventListener("change", () => {
+    if (keyInput.value.trim()) sessionStorage.setItem(KEY_ITEM, keyInput.value.trim());
+    else sessionStorage.removeItem(KEY_ITEM);
+    refreshModels().catch(showError);
+  });
   call("/v2")
     .then(({ body }) => ($("#server-version").textContent = `v${body.version}`))
     .catch(() => {});
