@@ -26,6 +26,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -60,21 +61,32 @@ SMOKE = Plan(0.5, 0.2, (1, 4), (0.5, 1.1), 1, 0.5)
 
 
 class Process:
-    """A server in a child process: cold start to a 200 from ``ready_url``, RSS while loaded."""
+    """A server in a child process: cold start to a 200 from ``ready_url``, RSS while loaded.
+
+    Its stderr goes to a file, not a pipe: nobody reads a pipe while the server runs, and a
+    chatty server (Ray forwards its actors' logs) would block once the pipe is full."""
 
     def __init__(self, argv: list[str], ready_url: str, env: dict[str, str] | None = None) -> None:
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         began = time.perf_counter()
         self.popen = subprocess.Popen(
             argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True,
+            stderr=self.stderr, start_new_session=True,
         )  # fmt: skip
-        self.cold_start_s = _wait_ready(self.popen, ready_url, began)
         self.peak_rss_mb = 0.0
         self._sampling = False
+        try:
+            self.cold_start_s = _wait_ready(self.popen, ready_url, began)
+        except RuntimeError as exc:
+            self._end()
+            self.stderr.seek(0)
+            err = self.stderr.read().decode(errors="replace")[-2000:]
+            self.stderr.close()
+            raise RuntimeError(f"{exc}:\n{err}") from None
 
     def rss_mb(self) -> float:
         """Resident memory summed over the server's process tree (peers fork workers, Ray its
-        raylet and actors). Pages shared between them count once per process, as ``ps`` would."""
+        raylet and actors). Pages shared between them count in each process, as ``ps`` shows."""
         return sum(_rss_kb(pid) for pid in _tree(self.popen.pid)) / 1024
 
     def sample_rss(self) -> threading.Thread:
@@ -90,8 +102,12 @@ class Process:
         return thread
 
     def stop(self) -> None:
-        """SIGTERM, as the server's own shutdown expects; then nothing of its tree may outlive it
-        (a peer's workers, or Ray's processes if its shutdown hung)."""
+        self._end()
+        self.stderr.close()
+
+    def _end(self) -> None:
+        """SIGTERM, as the server's own shutdown expects; then nothing of its tree or session may
+        outlive it (a peer's workers, or Ray's node agents, which ignore SIGTERM)."""
         self._sampling = False
         tree = _tree(self.popen.pid)
         self.popen.terminate()
@@ -100,7 +116,7 @@ class Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-        deadline = time.perf_counter() + 5  # Ray's node agents ignore SIGTERM
+        deadline = time.perf_counter() + 5
         for signal_ in (15, 9):
             left = [pid for pid in [*tree, *_tree(self.popen.pid)] if _alive(pid)]
             for pid in left:
@@ -117,8 +133,7 @@ def _wait_ready(
 ) -> float:
     while time.perf_counter() - began < limit:
         if popen.poll() is not None:
-            err = popen.stderr.read().decode(errors="replace")[-2000:] if popen.stderr else ""
-            raise RuntimeError(f"{popen.args} exited with {popen.returncode}:\n{err}")
+            raise RuntimeError(f"{popen.args} exited with {popen.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -126,7 +141,6 @@ def _wait_ready(
         except OSError:
             pass
         time.sleep(0.01)
-    popen.kill()
     raise RuntimeError(f"{popen.args} not ready after {limit} s")
 
 
@@ -358,6 +372,7 @@ def peer(name: str, plan: Plan) -> dict[str, Any]:
             result.setdefault("failed", []).append(f"{mode}: {str(exc)[-500:]}")
             continue
         server.sample_rss()
+        result["version"] = spec["version"]
         if "body" not in spec:
             request = payloads.upload(image, IMAGE.name, spec["path"])
             payload = "upload"
@@ -443,7 +458,7 @@ def markdown(results: dict[str, Any]) -> str:
             why = data.get("missing") or "; ".join(data.get("failed", []))[:200]
             lines.append(f"| {name} | not run: {why} | – |")
             continue
-        lines.append(f"| {name} | {data['image_cold_start_s']:.2f} "
+        lines.append(f"| {name} {data.get('version', '')} | {data['image_cold_start_s']:.2f} "
                      f"| {data['image_peak_rss_mb']:.0f} |")  # fmt: skip
     lines += ["", *checks(results), ""]
     return "\n".join(lines)

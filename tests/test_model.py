@@ -17,13 +17,15 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
+from starlette.requests import Request
 
 from infership.batching.policy import BatchPolicy
 from infership.dataplane import DataPlane
-from infership.errors import DeadlineExceeded, ModelNotFound, QueueFull
+from infership.errors import ClientDisconnected, DeadlineExceeded, ModelNotFound, QueueFull
 from infership.metrics import Metrics
 from infership.model import ServedModel
 from infership.protocols.rest.app import create_rest_app
+from infership.protocols.rest.routes import until_disconnected
 from infership.repository.manifest import ModelManifest
 from infership.runtimes.fake import FakeRuntime
 from infership.settings import ServerSettings
@@ -296,3 +298,71 @@ async def test_a_client_that_disconnects_while_queued_is_never_computed(
     finally:
         server.should_exit = True
         await serving
+
+
+class Connection:
+    """An ASGI receive() whose body is already read: it answers only when the client leaves."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+        self.receives = 0
+
+    async def receive(self) -> dict[str, Any]:
+        self.receives += 1
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    def request(self) -> Request:
+        return Request({"type": "http", "method": "POST", "headers": []}, self.receive)
+
+
+async def test_work_that_never_waits_is_answered_without_watching_the_connection() -> None:
+    connection = Connection()
+
+    async def instant() -> int:
+        return 42
+
+    assert await until_disconnected(connection.request(), instant()) == 42
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert connection.receives == 0
+
+
+async def test_a_disconnect_cancels_the_work_and_raises_client_disconnected() -> None:
+    connection = Connection()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def queued() -> int:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 0  # pragma: no cover - never resolves
+
+    watched = asyncio.create_task(until_disconnected(connection.request(), queued()))
+    await started.wait()
+    connection.gone.set()
+    with pytest.raises(ClientDisconnected):
+        await watched
+    assert cancelled.is_set()
+    assert watched.cancelling() == 0  # the cancellation it used is not left pending
+
+
+async def test_a_cancellation_from_the_server_stays_a_cancellation() -> None:
+    connection = Connection()
+    started = asyncio.Event()
+
+    async def queued() -> int:
+        started.set()
+        await asyncio.Event().wait()
+        return 0  # pragma: no cover - never resolves
+
+    watched = asyncio.create_task(until_disconnected(connection.request(), queued()))
+    await started.wait()
+    await asyncio.sleep(0)  # let the watcher start
+    watched.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watched
+    assert connection.receives == 1

@@ -6,8 +6,9 @@ upload with the file in field ``img``; top-5 labels back) or ``add`` (the trivia
 ``{"x": [16 floats]}``; ``{"y": [...]}`` back), each in the shape its own docs show.
 
 ``python common.py request NAME MODE`` prints, as JSON, how the suite starts that peer (``argv``,
-extra ``env``), where it waits for readiness (``ready``) and the request it sends (``path``, and a
-``body`` with ``$X`` for the 16 floats or ``$IMAGE`` for the base64 JPEG; no body: the upload).
+extra ``env``), where it waits for readiness (``ready``), the request it sends (``path``, and a
+``body`` with ``$X`` for the 16 floats or ``$IMAGE`` for the base64 JPEG; no body: the upload)
+and the peer's ``version``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def add(sess: ort.InferenceSession, rows: list[list[float]]) -> list[list[float]
     return y.tolist()  # type: ignore[no-any-return]
 
 
-# The request each peer's docs show for its own API (path, and the body with $X for the data).
+# The path each peer's docs show for its own API.
 REQUESTS = {
     "fastapi": {"image": "/predict", "add": "/add"},
     "litserve": {"image": "/predict", "add": "/predict"},
@@ -88,9 +89,16 @@ def _free_port() -> int:
         return port
 
 
+PACKAGES = {"fastapi": "fastapi", "litserve": "litserve", "bentoml": "bentoml",
+            "mlserver": "mlserver", "rayserve": "ray"}  # fmt: skip
+
+
 def request(name: str, mode: str) -> dict[str, object]:
+    from importlib.metadata import version
+
     spec: dict[str, object] = {"argv": [str(BIN / "python"), str(HERE / f"{name}_app.py")],
-                               "env": {}, "ready": "/health"}  # fmt: skip
+                               "env": {}, "ready": "/health",
+                               "version": version(PACKAGES[name])}  # fmt: skip
     if name == "mlserver":
         # MLServer's CLI on a model repository (model-settings.json files), its ports from env.
         model = "effnet" if mode == "image" else "add"
@@ -100,7 +108,7 @@ def request(name: str, mode: str) -> dict[str, object]:
                        "MLSERVER_METRICS_PORT": str(_free_port())}  # fmt: skip
         spec["ready"] = f"/v2/models/{model}/ready"
         spec["path"] = f"/v2/models/{model}/infer"
-        if mode == "image":  # OIP JSON has no bytes: MLServer's base64 codec on a BYTES input
+        if mode == "image":  # JSON carries no raw bytes: MLServer's base64 codec
             spec["body"] = (
                 '{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],'
                 '"parameters":{"content_type":"base64"},"data":["$IMAGE"]}]}'

@@ -128,6 +128,7 @@ class Make(Protocol):
         *,
         clock: Callable[[], float] = ...,
         observer: SchedulerObserver | None = ...,
+        inline_below_s: float = ...,
         **policy: Any,
     ) -> Awaitable[BatchScheduler]: ...
 
@@ -147,10 +148,17 @@ async def make(executor: ThreadPoolExecutor) -> AsyncIterator[Make]:
         *,
         clock: Callable[[], float] = time.monotonic,
         observer: SchedulerObserver | None = None,
+        inline_below_s: float = 0.0,  # held fakes block: they must compute in worker threads
         **policy: Any,
     ) -> BatchScheduler:
         scheduler = BatchScheduler(
-            "toy", model, BatchPolicy(**policy), executor, observer=observer, clock=clock
+            "toy",
+            model,
+            BatchPolicy(**policy),
+            executor,
+            observer=observer,
+            clock=clock,
+            inline_below_s=inline_below_s,
         )
         await scheduler.start()
         made.append(scheduler)
@@ -585,3 +593,77 @@ async def test_observer_sees_waits_batches_and_queue_depth(make: Make) -> None:
     assert recorder.batches == [(1, 1), (3, 2)]
     assert all(seconds >= 0 for seconds in recorder.compute_seconds)
     assert recorder.depths == [1, 2, 0]
+
+
+# --- where batches compute -------------------------------------------------------------------
+
+
+class ThreadRecorder:
+    """``fn`` on each batch, noting which thread computed it; sleeps ``slow_s`` when told to."""
+
+    def __init__(self, fn: Callable[[Inputs], Inputs] = double) -> None:
+        self.fn = fn
+        self.threads: list[int] = []
+        self.slow_s = 0.0
+
+    def __call__(self, inputs: Inputs) -> Inputs:
+        self.threads.append(threading.get_ident())
+        if self.slow_s:
+            time.sleep(self.slow_s)
+        return self.fn(inputs)
+
+
+async def test_a_fast_model_moves_to_the_event_loop_thread_once_it_has_proved_fast(
+    make: Make,
+) -> None:
+    model = ThreadRecorder()
+    recorder = Recorder()
+    scheduler = await make(model, observer=recorder, inline_below_s=0.05)
+    loop_thread = threading.get_ident()
+    assert (await scheduler.submit(row(1)))["y"].tolist() == [[2, 2]]
+    assert model.threads[0] != loop_thread  # nothing measured yet: a worker thread
+    for i in range(2, 40):
+        assert (await scheduler.submit(row(i)))["y"].tolist() == [[2 * i, 2 * i]]
+    assert model.threads[-1] == loop_thread
+    assert scheduler.in_flight == 0
+    assert len(recorder.batches) == len(recorder.waits) == 39  # inline batches are observed too
+
+
+async def test_a_slow_model_always_computes_in_worker_threads(make: Make) -> None:
+    model = ThreadRecorder()
+    model.slow_s = 0.06
+    scheduler = await make(model, inline_below_s=0.05)
+    for i in range(3):
+        await scheduler.submit(row(i))
+    assert threading.get_ident() not in model.threads
+
+
+async def test_one_slow_batch_does_not_send_a_fast_model_back_to_worker_threads(
+    make: Make,
+) -> None:
+    model = ThreadRecorder()
+    scheduler = await make(model, inline_below_s=0.05)
+    loop_thread = threading.get_ident()
+    for i in range(40):
+        await scheduler.submit(row(i))
+    assert model.threads[-1] == loop_thread
+    model.slow_s = 0.2  # e.g. the process was preempted during one batch
+    await scheduler.submit(row(1))
+    model.slow_s = 0.0
+    await scheduler.submit(row(2))
+    assert model.threads[-1] == loop_thread
+
+
+async def test_a_failing_batch_on_the_event_loop_thread_fails_only_its_requests(
+    make: Make,
+) -> None:
+    model = ThreadRecorder(fail_on_minus_one)
+    scheduler = await make(model, inline_below_s=0.05)
+    for i in range(40):
+        await scheduler.submit(row(i))
+    assert model.threads[-1] == threading.get_ident()
+    with pytest.raises(InferenceFailed, match="RuntimeError: boom") as failed:
+        await scheduler.submit(row(-1))
+    assert isinstance(failed.value.__cause__, RuntimeError)
+    assert scheduler.in_flight == 0
+    assert (await scheduler.submit(row(3)))["y"].tolist() == [[6, 6]]

@@ -21,7 +21,10 @@ import pytest
 import yaml
 
 from conftest import TESTDATA, free_port
+from infership import __version__
 from infership.app import EXAMPLE_REPOSITORY
+from infership.errors import BuildError
+from infership.image.engine import execute, find_engine
 
 pytestmark = pytest.mark.e2e
 
@@ -183,26 +186,39 @@ def test_sigterm_answers_every_admitted_request(run_hardened: Container) -> None
     assert "Shutting down" in logs.stdout + logs.stderr
 
 
-def test_new_model_version_rebuilds_only_the_model_layer(
-    image: str, base_image: str, repository: Path
-) -> None:
-    shutil.copytree(repository / MODEL / "1", repository / MODEL / "2")
-    tag = f"{TAG}-v2"
-    try:
+def test_new_model_version_rebuilds_only_the_model_layer(base_image: str, tmp_path: Path) -> None:
+    # One context built twice, the second time with a version 2 added to its models, so that
+    # nothing else (the source tree, the wheels) can differ between the two images.
+    context = tmp_path / "context"
+    written = infership_build(
+        str(EXAMPLE_REPOSITORY),
+        "-t",
+        TAG,
+        "--base-image",
+        base_image,
+        "--context-only",
+        str(context),
+    )
+    assert written.returncode == 0, written.stderr
+    engine = find_engine("podman")
+
+    def build(tag: str) -> float:
         started = time.perf_counter()
-        built = infership_build(str(repository), "--tag", tag, "--base-image", base_image)
-        seconds = time.perf_counter() - started
-        assert built.returncode == 0, built.stderr
-        before, after = image_layers(image), image_layers(tag)
+        argv = engine.build_argv(context, tag, offline=True, iidfile=tmp_path / "id")
+        execute(argv, lambda _: None)
+        return time.perf_counter() - started
+
+    try:
+        build(f"{TAG}-v1")
+        shutil.copytree(context / "models" / MODEL / "1", context / "models" / MODEL / "2")
+        seconds = build(f"{TAG}-v2")
+        before, after = image_layers(f"{TAG}-v1"), image_layers(f"{TAG}-v2")
+        assert len(before) == len(after)
         assert before[:-1] == after[:-1]
         assert before[-1] != after[-1]
-        labels = json.loads(
-            podman("image", "inspect", tag, "--format", "{{json .Config.Labels}}").stdout
-        )
-        assert labels[f"io.infership.model.{MODEL}.versions"] == "2"
         print(f"rebuild after a new model version: {seconds:.1f} s")
     finally:
-        podman("rmi", tag, check=False)
+        podman("rmi", f"{TAG}-v1", f"{TAG}-v2", check=False)
 
 
 def test_missing_base_image_fails_naming_it(image: str) -> None:
@@ -220,17 +236,41 @@ def test_missing_base_image_fails_naming_it(image: str) -> None:
     )
 
 
-def test_push_refused_by_the_registry_is_an_engine_error(image: str, base_image: str) -> None:
-    tag = "127.0.0.1:1/infership-e2e:push"
+def test_push_refused_by_the_registry_is_an_engine_error(image: str) -> None:
+    tag = "127.0.0.1:1/infership-e2e:push"  # nothing listens on port 1
+    podman("tag", image, tag)
+    engine = find_engine("podman")
     try:
-        built = infership_build(
-            str(EXAMPLE_REPOSITORY), "--tag", tag, "--base-image", base_image, "--push"
-        )
-        assert built.returncode == 1
-        assert "error: podman push failed (exit code 125)" in built.stderr
-        assert "connection refused" in built.stderr
+        with pytest.raises(BuildError) as caught:
+            execute(engine.push_argv(tag), lambda _: None)
     finally:
         podman("rmi", tag, check=False)
+    message = str(caught.value)
+    assert message.startswith("podman push failed (exit code 125)")
+    assert "connection refused" in message
+
+
+def test_context_only_writes_a_complete_context_without_an_engine(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    written = infership_build(str(EXAMPLE_REPOSITORY), "-t", TAG, "--context-only", str(context))
+    assert written.returncode == 0, written.stderr
+    assert f"wrote the build context for {MODEL} (versions 1) to {context}" in written.stdout
+    locked = {
+        line.split("==")[0] for line in (context / "requirements.lock").read_text().splitlines()[1:]
+    }
+    wheels = {
+        w.name.split("-")[0].replace("_", "-").lower() for w in (context / "wheels").glob("*.whl")
+    }
+    assert locked == wheels
+    assert {"numpy", "onnxruntime", "uvicorn"} <= locked
+    assert [p.name for p in (context / "dist").iterdir()] == [
+        f"infership-{__version__}-py3-none-any.whl"
+    ]
+    assert (context / "models" / MODEL / "1" / "model.onnx").is_file()
+    assert (
+        "FROM docker.io/library/python:3.11-slim AS builder"
+        in (context / "Containerfile").read_text()
+    )
 
 
 def _docker_daemon_absent() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 import zipfile
@@ -292,3 +293,88 @@ def test_a_missing_torch_install_is_reported_by_name(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "infership.runtimes.torch", None)
     with pytest.raises(ModelLoadError, match="needs a package that is not installed"):
         load_runtime("torch", Path("m.pt2"), manifest())
+
+
+class Pairs(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"double": x * 2}
+
+
+def test_a_program_returning_a_dict_fails_each_batch_clearly(tmp_path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1, max=8)
+    program = torch.export.export(Pairs(), (torch.zeros(2, 2),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "m.pt2")
+    runtime = load_runtime("torch", tmp_path / "m.pt2", manifest())
+    with pytest.raises(InferenceFailed, match="returned dict; expected tensors"):
+        runtime.infer({"x": np.zeros((2, 2), np.float32)})
+
+
+def test_returning_fewer_tensors_than_declared_fails_the_batch(tmp_path: Path) -> None:
+    extra = {"name": "extra", "datatype": "FP32", "shape": [-1]}
+    declared = {**AFFINE_IO, "outputs": [*AFFINE_IO["outputs"], extra]}
+    runtime = load_runtime("torch", save_torchscript(tmp_path / "m.ts"), manifest(**declared))
+    with pytest.raises(InferenceFailed, match="returned 2 tensors, expected 3"):
+        runtime.infer({"x": np.zeros((1, 3), np.float32), "shift": np.zeros((1, 2), np.float32)})
+
+
+def test_close_releases_the_module(tmp_path: Path) -> None:
+    runtime = load_runtime("torch", save_export(tmp_path / "m.pt2"), manifest())
+    runtime.close()
+    with pytest.raises(InferenceFailed):
+        runtime.infer({"x": np.zeros((2, 3), np.float32), "shift": np.zeros((2, 2), np.float32)})
+
+
+def test_a_legacy_pickled_weights_file_in_the_archive_is_refused(tmp_path: Path) -> None:
+    path = save_export(tmp_path / "m.pt2")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("m/data/weights/model.pt", b"\x80\x04pickle")
+    with pytest.raises(ConfigError, match=r"'m/data/weights/model\.pt' is a pickle"):
+        load_runtime("torch", path, manifest())
+
+
+def test_an_unreadable_payload_index_is_refused(tmp_path: Path) -> None:
+    path = save_export(tmp_path / "m.pt2")
+    rewrite_entry(path, "_constants_config.json", lambda _: b"not json")
+    with pytest.raises(ConfigError, match="not a valid payload index"):
+        load_runtime("torch", path, manifest())
+
+
+def test_a_corrupt_program_is_a_load_error(tmp_path: Path) -> None:
+    path = save_export(tmp_path / "m.pt2")
+    rewrite_entry(path, "models/model.json", lambda _: b"{}")
+    with pytest.raises(ModelLoadError, match=r"torch\.export could not load the program"):
+        load_runtime("torch", path, manifest())
+
+
+def test_corrupt_torchscript_is_a_load_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.ts"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("m/code/__torch__.py", "garbage")
+        archive.writestr("m/constants.pkl", b"garbage")
+    with pytest.raises(ModelLoadError, match=r"torch\.jit could not load the model"):
+        load_runtime("torch", path, manifest(**AFFINE_IO))
+
+
+class Brain(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.bfloat16)
+
+
+def test_a_dtype_the_protocol_lacks_is_a_load_error(tmp_path: Path) -> None:
+    program = torch.export.export(Brain(), (torch.zeros(2, 2),))
+    torch.export.save(program, tmp_path / "m.pt2")
+    with pytest.raises(ModelLoadError, match=r"unsupported dtype torch\.bfloat16"):
+        load_runtime("torch", tmp_path / "m.pt2", manifest())
+
+
+def test_inter_op_threads_that_can_no_longer_change_are_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from infership.runtimes.torch import _set_threads
+
+    # torch accepts one setting per process, before the pool starts; a second one is refused.
+    first = torch.get_num_interop_threads() + 1
+    _set_threads(TorchOptions(inter_op_threads=first))
+    with caplog.at_level(logging.WARNING):
+        _set_threads(TorchOptions(inter_op_threads=first + 1))
+    assert f"inter-op threads stay at {torch.get_num_interop_threads()}" in caplog.text

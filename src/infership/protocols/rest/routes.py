@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -76,25 +75,54 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first; then cancel it, so a request whose
-    caller gave up leaves the queue instead of being computed. Call after the body is read."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    caller gave up leaves the queue instead of being computed. Call after the body is read.
+
+    Raises ClientDisconnected in that case; a cancellation from elsewhere (shutdown) stays a
+    CancelledError.
+    """
+    # Per request this must stay cheap: a fast model answers without ``work`` ever suspending,
+    # and then no watcher is started at all (the call_soon below is cancelled unrun). Once it
+    # suspends, one watcher task cancels *this* task on a disconnect, rather than ``work``
+    # running in a task of its own beside it.
+    task = asyncio.current_task()
+    assert task is not None, "until_disconnected runs inside a task"
+    watch = _DisconnectWatch(request, task)
+    start = asyncio.get_running_loop().call_soon(watch.start)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if watch.fired and task.uncancel() == 0:
+            raise ClientDisconnected(
+                "the client closed the connection; the request was cancelled"
+            ) from None
+        raise
     finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientDisconnected("the client closed the connection; the request was cancelled")
-    return task.result()
+        start.cancel()
+        watch.stop()
 
 
-async def _disconnected(request: Request) -> None:
-    # Once the body is read, the server's receive() only returns when the client goes away.
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+class _DisconnectWatch:
+    """Cancels ``task`` when the client of ``request`` goes away; see until_disconnected."""
+
+    def __init__(self, request: Request, task: asyncio.Task[Any]) -> None:
+        self._request = request
+        self._task = task
+        self._watcher: asyncio.Task[None] | None = None
+        self.fired = False
+
+    def start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    async def _watch(self) -> None:
+        # Once the body is read, the server's receive() only returns when the client goes away.
+        while (await self._request.receive())["type"] != "http.disconnect":
+            pass
+        self.fired = True
+        self._task.cancel()
 
 
 async def live(request: Request) -> Response:
