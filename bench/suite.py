@@ -264,9 +264,9 @@ def closed(plan: Plan) -> list[Any]:
             for c in plan.concurrency]  # fmt: skip
 
 
-def http_targets(url: str, model: str) -> dict[str, Any]:
+def http_targets(url: str, grpc_url: str, model: str) -> dict[str, Any]:
     from infership.bench import payloads
-    from infership.bench.transport import HttpTarget
+    from infership.bench.transport import GrpcTarget, HttpTarget
 
     image = IMAGE.read_bytes()
     path = payloads.infer_path(model)
@@ -276,16 +276,21 @@ def http_targets(url: str, model: str) -> dict[str, Any]:
         "oip-binary": HttpTarget(url, payloads.oip_binary(
             path, [payloads.image_tensor(image)], ["label", "probability"])),
         "oip-json": HttpTarget(url, payloads.oip_json(path, [pixels], ["logits"])),
+        "grpc": GrpcTarget(grpc_url, payloads.grpc_infer_request(
+            model, [payloads.image_tensor(image)], ["label", "probability"])),
     }  # fmt: skip
 
 
 # -- b. and c. our server --------------------------------------------------------------------
 
 
-def serve_argv(port: int, repository: Path | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "infership", "serve", "--port", str(port), "--log-level",
-            "warning"]  # fmt: skip
-    return argv + ([str(repository)] if repository else [])
+def serve_argv(port: int, repository: Path | None = None) -> tuple[list[str], str]:
+    """The command serving ``repository`` on ``port`` (REST) and a free port (gRPC), and the
+    gRPC target's URL."""
+    grpc_port = free_port()
+    argv = [sys.executable, "-m", "infership", "serve", "--port", str(port), "--grpc-port",
+            str(grpc_port), "--log-level", "warning"]  # fmt: skip
+    return argv + ([str(repository)] if repository else []), f"grpc://127.0.0.1:{grpc_port}"
 
 
 def ours(plan: Plan) -> dict[str, Any]:
@@ -294,23 +299,25 @@ def ours(plan: Plan) -> dict[str, Any]:
     cold = []
     for _ in range(plan.cold_starts):
         port = free_port()
-        p = Process(serve_argv(port), f"http://127.0.0.1:{port}/v2/health/ready")
+        p = Process(serve_argv(port)[0], f"http://127.0.0.1:{port}/v2/health/ready")
         cold.append(p.cold_start_s)
         p.stop()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = Process(serve_argv(port), f"{url}/v2/health/ready")
+    argv, grpc_url = serve_argv(port)
+    server = Process(argv, f"{url}/v2/health/ready")
     server.sample_rss()
     runs: list[dict[str, Any]] = []
     try:
-        for payload, target in http_targets(url, EXAMPLE).items():
+        for payload, target in http_targets(url, grpc_url, EXAMPLE).items():
             _log(f"infership: {payload}")
             runs += measure(target, payload, closed(plan), server.popen.pid)
         saturation = max(r["throughput_rps"] for r in runs if r["payload"] == "upload")
         sweep = [Load(rate=round(f * saturation, 1), duration_s=plan.duration,
                       warmup_s=plan.warmup) for f in plan.sweep]  # fmt: skip
         _log(f"infership: open-loop sweep around {saturation:.0f} req/s")
-        runs += measure(http_targets(url, EXAMPLE)["upload"], "upload", sweep, server.popen.pid)
+        upload = http_targets(url, grpc_url, EXAMPLE)["upload"]
+        runs += measure(upload, "upload", sweep, server.popen.pid)
     finally:
         server.stop()
     return {"cold_start_s": cold, "peak_rss_mb": server.peak_rss_mb, "runs": runs}
@@ -318,17 +325,19 @@ def ours(plan: Plan) -> dict[str, Any]:
 
 def trivial(plan: Plan) -> dict[str, Any]:
     from infership.bench import payloads
-    from infership.bench.transport import HttpTarget
+    from infership.bench.transport import GrpcTarget, HttpTarget
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = Process(serve_argv(port, TRIVIAL_MODELS), f"{url}/v2/health/ready")
+    argv, grpc_url = serve_argv(port, TRIVIAL_MODELS)
+    server = Process(argv, f"{url}/v2/health/ready")
     server.sample_rss()
     x = payloads.parse_tensor("x:FP32:1,16")
     path = payloads.infer_path("add")
     targets = {
         "oip-binary": HttpTarget(url, payloads.oip_binary(path, [x], ["y"])),
         "oip-json": HttpTarget(url, payloads.oip_json(path, [x], ["y"])),
+        "grpc": GrpcTarget(grpc_url, payloads.grpc_infer_request("add", [x], ["y"])),
     }
     runs: list[dict[str, Any]] = []
     try:
