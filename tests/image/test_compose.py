@@ -29,3 +29,12 @@ def test_compose_publishes_on_loopback_with_limits_and_health_check() -> None:
 def test_bad_image_reference_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="image 'Bad Image' is not a valid image reference"):
         compose_document(ComposeSpec("Bad Image"))
+
+
+def test_open_access_is_allowed_only_for_a_loopback_port() -> None:
+    def allowed(host: str) -> str:
+        env = compose_document(ComposeSpec("localhost/c:1", host=host))["services"]["infership"]
+        return str(env["environment"]["INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED"])
+
+    assert allowed("127.0.0.1") == "true"
+    assert allowed("0.0.0.0") == "false"

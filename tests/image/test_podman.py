@@ -43,7 +43,7 @@ def podman(
 
 def infership_build(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infership", "build", *args, "--extra", "text"],  # TEMP
+        [sys.executable, "-m", "infership", "build", *args],
         capture_output=True,
         text=True,
         timeout=900,
@@ -93,6 +93,7 @@ def run_hardened(image: str) -> Iterator[Container]:
         "--publish", f"127.0.0.1:{port}:8000",
         "--read-only", "--cap-drop=ALL", "--user", "10001:10001",
         "--security-opt=no-new-privileges", "--memory", "1g",
+        "--env", "INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED=true",  # the port is on loopback
         image,
     )  # fmt: skip
     container = Container(name, f"http://127.0.0.1:{port}")
@@ -125,6 +126,14 @@ def test_hardened_container_classifies_and_passes_its_health_check(
     writable = podman("exec", run_hardened.name, "touch", "/opt/infership/x", check=False)
     assert writable.returncode != 0
     assert "Read-only file system" in writable.stderr
+
+
+def test_image_refuses_to_serve_openly_unless_told(image: str) -> None:
+    # Inside the container the server binds 0.0.0.0, so the server's rule applies: API keys,
+    # or an explicit choice to run without them.
+    ran = podman("run", "--rm", "--read-only", "--label", LABEL, image, check=False, timeout=60)
+    assert ran.returncode == 2
+    assert "INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED" in ran.stderr
 
 
 def test_image_carries_labels_user_and_stop_signal(image: str) -> None:

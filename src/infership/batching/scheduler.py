@@ -23,10 +23,10 @@ The policy (BatchPolicy), in the order it is applied:
 Where a batch computes: in a worker thread (``executor``), so the event loop keeps serving;
 except that a model whose batches take less than ``inline_below_s`` (typically under 0.2 ms:
 tiny models) computes on the event loop thread itself. Handing such a batch to a thread and back
-costs more than computing it: two thread wake-ups and the GIL passed back and forth, which on a
-busy loop can wait a whole switch interval (5 ms). The typical compute time is learnt from the
-batches computed so far (warm-up included), so a model starts in the worker thread and moves to
-the loop only once it has proved fast.
+costs more than computing it: two thread wake-ups and the GIL passed back and forth, about
+150 µs of CPU per request on the trivial benchmark model (docs/benchmarking.md, "Where the time
+goes"). The typical compute time is learnt from the batches computed so far (warm-up included),
+so a model starts in the worker thread and moves to the loop only once it has proved fast.
 
 All state belongs to the event loop thread and changes only in ``_pump``, which never awaits,
 so no two steps interleave. It runs after every submit, cancellation, finished batch and timer:

@@ -20,7 +20,8 @@ class ComposeSpec:
     image: str
     service: str = "infership"
     host: str = "127.0.0.1"
-    """Host address the port is published on: loopback unless exposing it is deliberate."""
+    """Host address the port is published on: loopback unless exposing it is deliberate.
+    Off loopback the server then requires API keys, which the operator adds."""
     host_port: int = 8000
     port: int = 8000
     """The port the server listens on inside the container."""
@@ -36,7 +37,11 @@ def compose_document(spec: ComposeSpec) -> dict[str, Any]:
     service: dict[str, Any] = {
         "image": spec.image,
         "ports": [f"{spec.host}:{spec.host_port}:{spec.port}"],
-        "environment": {"INFERSHIP_HTTP__PORT": str(spec.port)},
+        "environment": {
+            "INFERSHIP_HTTP__PORT": str(spec.port),
+            # The port is published on loopback only, which is the boundary here.
+            "INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED": str(_loopback(spec.host)).lower(),
+        },
         "read_only": True,
         "tmpfs": ["/tmp"],
         "user": f"{spec.uid}:{spec.uid}",
@@ -58,7 +63,15 @@ def compose_document(spec: ComposeSpec) -> dict[str, Any]:
     return {"services": {spec.service: service}}
 
 
+def _loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost")
+
+
 def render_compose(spec: ComposeSpec) -> str:
-    header = "# Rendered by `infership compose`. Run: podman-compose up -d (or docker compose).\n"
+    header = (
+        "# Rendered by `infership compose`. Run: podman-compose up -d (or docker compose).\n"
+        "# Published on loopback only, so no API keys are required; to publish it elsewhere,\n"
+        "# set INFERSHIP_AUTH__TOKENS or mount a keys file (INFERSHIP_AUTH__KEYS_FILE) instead.\n"
+    )
     body = yaml.safe_dump(compose_document(spec), sort_keys=False, default_flow_style=False)
     return header + body

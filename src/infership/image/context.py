@@ -179,8 +179,8 @@ _RUNTIME = """
 #    new model version rebuilds only that layer.
 FROM {base}
 COPY --from=builder /opt/infership /opt/infership
-# The server binds all interfaces because the container's network is the boundary; publish
-# the port on 127.0.0.1 unless it must be reachable from elsewhere.
+# The server binds all interfaces inside the container, so it wants API keys (INFERSHIP_AUTH__*)
+# or, chosen at run time, INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED=true for a loopback-only port.
 ENV PATH=/opt/infership/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\
     HOME=/tmp TMPDIR=/tmp \\
