@@ -28,11 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from infership.configfile import load_yaml
 from infership.errors import ConfigError, Forbidden, Unauthenticated
 from infership.settings import RateLimit
 
@@ -120,19 +119,7 @@ ANONYMOUS = Principal("anonymous", frozenset(Scope))
 
 def parse_keys_file(path: Path) -> KeysFile:
     """Read and validate a keys file. Raises ConfigError naming the file and the field."""
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the keys file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        keys = KeysFile.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+    keys = load_yaml(path, KeysFile)
     names = [entry.name for entry in keys.keys]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infership.batching.policy import BatchPolicy
+from infership.configfile import load_yaml
 from infership.errors import ConfigError
 from infership.types import DATATYPES, TensorSpec
 
@@ -268,32 +268,10 @@ def _inside_model_folder(path: str) -> str:
 
 def load_manifest(path: Path) -> ModelManifest:
     """Parse and validate one ``model.yaml``; any problem is a ConfigError naming file and field."""
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    try:
-        manifest = ModelManifest.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    manifest = load_yaml(path, ModelManifest)
     folder = path.parent.name
     if manifest.name is not None and manifest.name != folder:
         raise ConfigError(f"{path}: field 'name': {manifest.name!r} differs from folder {folder!r}")
     if not _MODEL_NAME.match(folder):
         raise ConfigError(f"{path}: model folder name {folder!r} is not a valid model name")
     return manifest
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        problems.append(f"field '{where}': {message}")
-    return "; ".join(problems)
