@@ -25,6 +25,8 @@ Grouped by who has to act. Transports map these classes to status codes in one t
         │   └── DecryptionFailed     an encrypted model file: no matching key, or modified
         ├── ModelLoadError           the runtime could not load or warm the model
         ├── InferenceFailed          the runtime raised while computing a batch
+        ├── OptimizeFailed           `infership optimize` could not rewrite the model
+        │   └── AccuracyCheckFailed  the rewrite strays from the original; nothing written
         └── BuildError               no container engine, or the engine failed to build or push
 """
 
@@ -133,6 +135,14 @@ class ModelLoadError(OperatorError):
 
 class InferenceFailed(OperatorError):
     """The runtime raised while computing a batch."""
+
+
+class OptimizeFailed(OperatorError):
+    """onnxruntime could not rewrite the model."""
+
+
+class AccuracyCheckFailed(OptimizeFailed):
+    """The rewritten model strays from the original beyond the allowed bounds; not written."""
 
 
 class BuildError(OperatorError):

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper, save
 from conftest import TESTDATA, reference_preprocess
 from infership.app import EXAMPLE_REPOSITORY
 from infership.cli import main
-from infership.errors import ConfigError, ModelLoadError
-from infership.optimize import AccuracyCheckFailed, Gates, optimize
+from infership.errors import AccuracyCheckFailed, ConfigError, ModelLoadError
+from infership.optimize import Gates, optimize
 from infership.optimize.transform import transform
 from infership.repository import FilesystemRepository
 from infership.repository.manifest import OnnxOptions, load_manifest

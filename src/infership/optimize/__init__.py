@@ -4,16 +4,14 @@ against the original on samples, written as a new model version."""
 from __future__ import annotations
 
 from infership.optimize.compare import Accuracy, Speed
-from infership.optimize.job import AccuracyCheckFailed, Gates, OptimizeReport, optimize
-from infership.optimize.transform import MODES, Mode, OptimizeFailed
+from infership.optimize.job import Gates, OptimizeReport, optimize
+from infership.optimize.transform import MODES, Mode
 
 __all__ = [
     "MODES",
     "Accuracy",
-    "AccuracyCheckFailed",
     "Gates",
     "Mode",
-    "OptimizeFailed",
     "OptimizeReport",
     "Speed",
     "optimize",

@@ -19,16 +19,12 @@ from typing import Any
 
 import onnxruntime as ort
 
-from infership.errors import ConfigError, ModelLoadError, OperatorError
+from infership.errors import AccuracyCheckFailed, ConfigError, ModelLoadError
 from infership.optimize.compare import Accuracy, Speed, accuracy, speed
 from infership.optimize.samples import sample_feeds
 from infership.optimize.transform import Mode, transform
 from infership.repository.manifest import MANIFEST_NAME, ModelManifest, load_manifest
 from infership.runtimes.onnx import OnnxRuntime
-
-
-class AccuracyCheckFailed(OperatorError):
-    """The rewritten model strays from the original beyond the allowed bounds; not written."""
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,10 @@ from typing import Literal
 
 import onnxruntime as ort
 
-from infership.errors import ConfigError, OperatorError
+from infership.errors import ConfigError, OptimizeFailed
 from infership.types import Array
 
 log = logging.getLogger(__name__)
-
-
-class OptimizeFailed(OperatorError):
-    """onnxruntime could not rewrite the model."""
 
 
 Mode = Literal["graph", "dynamic", "static"]
