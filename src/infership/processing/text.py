@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from infership.errors import ConfigError, InvalidRequest
 from infership.repository.manifest import TextPreprocess
@@ -28,6 +27,15 @@ class TextPreprocessor:
 
     def __init__(self, config: TextPreprocess, tokenizer_path: Path) -> None:
         self.config = config
+        try:
+            # Imported here, not at the top: text models are an extra, and the image and
+            # server must start without it.
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ConfigError(
+                f"{tokenizer_path}: field 'preprocess.text' needs the tokenizers library: "
+                "pip install 'infership[text]'"
+            ) from None
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_path))
         except Exception as exc:  # tokenizers raises plain Exception for unreadable files
