@@ -21,6 +21,8 @@ from infership.image.context import (
     render_containerfile,
     render_lock,
 )
+from infership.security.encryption import encrypt_folder, is_encrypted
+from infership.security.keys import new_key, parse_key
 
 EXAMPLE_DIGEST = "e1659a083e3a858319747a697917b63b475cd51336a7a4de1c3487183db15fd4"
 MODELS = (
@@ -142,3 +144,20 @@ def test_write_context_copies_models_without_hidden_files(repository: Path, tmp_
     assert (context / "models" / "efficientnet-lite0" / "1" / "model.onnx").is_file()
     assert not (context / "models" / ".DS_Store").exists()
     assert not (context / "models" / "stale").exists()
+
+
+def test_an_encrypted_model_is_baked_in_without_its_key(repository: Path, tmp_path: Path) -> None:
+    model = repository / "efficientnet-lite0"
+    key = parse_key(new_key(), "test")
+    encrypt_folder(model / "1", model / "2", key)
+    shutil.rmtree(model / "1")  # only the encrypted version ships
+    context = tmp_path / "context"
+    write_context(_spec(), repository, context)
+    baked = context / "models" / "efficientnet-lite0" / "2" / "model.onnx"
+    assert is_encrypted(baked)
+    plaintext = (EXAMPLE_REPOSITORY / "efficientnet-lite0" / "1" / "model.onnx").read_bytes()
+    for path in context.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert key not in data, path
+            assert plaintext[1000:1064] not in data, path
