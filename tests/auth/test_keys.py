@@ -171,5 +171,5 @@ def test_an_invalid_keys_file_is_a_config_error_naming_file_and_field(
 
 
 def test_a_missing_keys_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="absent.yaml: cannot read: No such file"):
+    with pytest.raises(ConfigError, match=r"absent\.yaml: cannot read: No such file"):
         KeyStore(keys_file=tmp_path / "absent.yaml")
