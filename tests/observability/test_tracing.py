@@ -75,8 +75,13 @@ async def test_server_errors_mark_the_span_failed(
 
 def test_tracing_is_off_without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    assert Tracing.if_installed() is None
+    assert Tracing.if_configured() is None
 
 
-def test_tracing_is_on_with_opentelemetry() -> None:
-    assert isinstance(Tracing.if_installed(), Tracing)
+def test_tracing_is_off_until_a_tracer_provider_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert Tracing.if_configured() is None
+    monkeypatch.setattr(trace, "get_tracer_provider", TracerProvider)
+    assert isinstance(Tracing.if_configured(), Tracing)

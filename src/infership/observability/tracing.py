@@ -2,8 +2,8 @@
 
 infership only creates spans through the OpenTelemetry API. Where they go is the SDK's
 business: run the server under ``opentelemetry-instrument`` (with ``OTEL_*`` variables), or
-install a tracer provider before starting ``Server`` in your own process. Without a configured
-SDK the API's spans are no-ops.
+install a tracer provider before starting ``Server`` in your own process. Without one, no
+span is opened at all.
 """
 
 from __future__ import annotations
@@ -31,12 +31,17 @@ class Tracing:
         self._tracer = trace.get_tracer("infership", __version__, tracer_provider=provider)
 
     @classmethod
-    def if_installed(cls) -> Tracing | None:
-        """A Tracing when ``opentelemetry-api`` can be imported, else None (tracing is off)."""
+    def if_configured(cls) -> Tracing | None:
+        """A Tracing when ``opentelemetry-api`` is installed and a tracer provider is set (by
+        ``opentelemetry-instrument`` or the embedding program), else None: without a provider
+        every span is a no-op that still costs about 25 µs per request."""
         try:
-            return cls()
+            from opentelemetry import trace
         except ImportError:
             return None
+        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            return None
+        return cls()
 
     @contextlib.contextmanager
     def server_span(

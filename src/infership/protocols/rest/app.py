@@ -106,7 +106,7 @@ def _routes() -> list[Route]:
 
 def _middleware(settings: ServerSettings) -> list[Middleware]:
     observability = settings.observability
-    tracing = Tracing.if_installed() if observability.tracing else None
+    tracing = Tracing.if_configured() if observability.tracing else None
     return [
         Middleware(RequestContextMiddleware, access_log=observability.access_log, tracing=tracing)
     ]
