@@ -120,7 +120,12 @@ def test_suite_smoke_mode_runs_every_part(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["limit"]["limit_img_s"] > 0
-    assert {r["payload"] for r in data["ours"]["runs"]} == {"upload", "oip-binary", "oip-json"}
+    assert {r["payload"] for r in data["ours"]["runs"]} == {
+        "upload",
+        "oip-binary",
+        "oip-json",
+        "grpc",
+    }
     assert any(r["mode"] == "open" for r in data["ours"]["runs"])
     assert all(r["ok"] > 0 and not r["errors"] for r in data["trivial"]["runs"])
     assert "### Targets from this run" in result.stdout
