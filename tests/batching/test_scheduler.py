@@ -402,6 +402,37 @@ async def test_full_queue_refuses_at_once_with_a_retry_hint(make: Make) -> None:
     await asyncio.gather(*tasks)
 
 
+async def test_a_queue_over_its_wait_budget_refuses_at_once(make: Make) -> None:
+    def slow_double(inputs: Inputs) -> Inputs:
+        time.sleep(0.05)  # each batch takes 50 ms or more: the scheduler learns it
+        return double(inputs)
+
+    model = FakeModel(slow_double)
+    scheduler = await make(model, max_batch_size=1, max_queue_size=1000, max_queue_wait_ms=500)
+    for value in range(3):
+        await scheduler.submit(row(value))
+    model.release.clear()
+    tasks = spawn(scheduler, row(10))  # computing, held
+    await eventually(lambda: model.running == 1)
+    refusal: QueueFull | None = None
+    while refusal is None:
+        try:
+            scheduler.check_capacity()
+        except QueueFull as exc:
+            refusal = exc
+            break
+        tasks += spawn(scheduler, row(len(tasks)))
+        depth = len(tasks) - 1
+        await eventually(lambda depth=depth: scheduler.queue_depth == depth)  # type: ignore[misc]
+    assert "over its queue wait budget" in refusal.message
+    assert "max_queue_wait_ms 500" in refusal.message
+    admitted = scheduler.queue_depth
+    # 500 ms of 50 ms batches is 10 queued at most; fewer when the machine is slower.
+    assert 1 <= admitted <= 11
+    model.release.set()
+    await asyncio.gather(*tasks)
+
+
 async def test_deadline_already_passed_is_refused_at_once(make: Make) -> None:
     clock = FakeClock()
     model = FakeModel(double)

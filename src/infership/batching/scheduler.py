@@ -16,7 +16,8 @@ The policy (BatchPolicy), in the order it is applied:
   (``max_batch_size`` when none are set) waits for more requests, up to the delay counted from
   its oldest request. It leaves as soon as it reaches that size, when more compatible rows are
   queued than fit, or when the scheduler is stopping.
-- The queue holds at most ``max_queue_size`` requests; beyond, submit raises QueueFull at once.
+- The queue holds at most ``max_queue_size`` requests, and with ``max_queue_wait_ms`` at most
+  that much work (estimated from recent batch times); beyond, submit raises QueueFull at once.
   A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
   not the next free slot) and is never computed; one whose caller went away is dropped.
 
@@ -210,6 +211,15 @@ class BatchScheduler:
                 f"(max_queue_size); retry later",
                 retry_after_s=self._retry_after(),
             )
+        budget_ms = self.policy.max_queue_wait_ms
+        if budget_ms is not None and self._queue:
+            wait = self._queue_wait_s()
+            if wait is not None and wait * 1000 > budget_ms:
+                raise QueueFull(
+                    f"model {self.name!r} is over its queue wait budget: about {wait * 1000:.0f}"
+                    f" ms of work is queued (max_queue_wait_ms {budget_ms:g}); retry later",
+                    retry_after_s=self._retry_after(),
+                )
 
     async def stop(self, *, drain: bool = True) -> None:
         """Stop accepting requests, then return once nothing is queued or computing.
@@ -420,15 +430,18 @@ class BatchScheduler:
         if self._observer is not None:
             self._observer.batch_done(rows, requests, seconds)
 
-    def _retry_after(self) -> float:
-        """A rough hint for QueueFull: recent compute time per batch × batches queued ÷ slots.
-
-        Ignores batches already computing and requests about to expire; clamped to
-        [0.1 s, 30 s]; 1 s until a batch has been timed.
-        """
+    def _queue_wait_s(self) -> float | None:
+        """How long the queued work takes to reach compute: recent compute time per batch ×
+        batches queued ÷ slots. Ignores batches already computing and requests about to
+        expire; None until a batch has been timed."""
         if self._batch_seconds is None:
-            return 1.0
+            return None
         queued_rows = sum(request.rows for request in self._queue)
         batches = -(-queued_rows // self.policy.max_batch_size)  # ceiling division
-        estimate = self._batch_seconds * batches / self.policy.parallel_executions
-        return min(30.0, max(0.1, estimate))
+        return self._batch_seconds * batches / self.policy.parallel_executions
+
+    def _retry_after(self) -> float:
+        """The hint for QueueFull: the queue's wait, clamped to [0.1 s, 30 s]; 1 s until a
+        batch has been timed."""
+        wait = self._queue_wait_s()
+        return 1.0 if wait is None else min(30.0, max(0.1, wait))

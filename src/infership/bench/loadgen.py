@@ -66,6 +66,8 @@ class Recording:
 
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    error_latencies_s: list[float] = field(default_factory=list)
+    """How long failed requests took to fail: under overload, how fast refusals come."""
     window_s: float = 0.0
     client_cpu_s: float = 0.0
     late_sends: int = 0
@@ -73,6 +75,7 @@ class Recording:
     def merge(self, other: Recording) -> None:
         self.latencies_s += other.latencies_s
         self.errors.update(other.errors)
+        self.error_latencies_s += other.error_latencies_s
         self.window_s += other.window_s
         self.client_cpu_s += other.client_cpu_s
         self.late_sends += other.late_sends
@@ -108,6 +111,7 @@ class _Recorder:
             self.recording.latencies_s.append(ended - began)
         else:
             self.recording.errors[outcome] += 1
+            self.recording.error_latencies_s.append(ended - began)
 
 
 async def run(target: Target, load: Load, progress: Progress | None = None) -> Recording:

@@ -40,6 +40,8 @@ class RunResult(_Frozen):
     """Successful answers per measured second."""
     latency_ms: LatencySummary | None
     """Successful requests only; open loop: from the time each request was due."""
+    error_latency_ms: LatencySummary | None = None
+    """Failed requests: how long they took to fail (a 503 under overload should be quick)."""
     client_cpu: float
     """Fraction of the machine's cores the load generator itself used."""
     server_cpu: float | None = None
@@ -85,6 +87,7 @@ def result(
         errors=dict(sorted(recording.errors.items())),
         throughput_rps=len(recording.latencies_s) / window,
         latency_ms=summarize(recording.latencies_s),
+        error_latency_ms=summarize(recording.error_latencies_s),
         client_cpu=recording.client_cpu_s / window / cores,
         server_cpu=None if server_cpu_s is None else server_cpu_s / window / cores,
         late_sends=recording.late_sends,

@@ -1,0 +1,182 @@
+"""Overload: the example at 3× its capacity for minutes, in an open loop.
+
+What it shows (issue 7): requests beyond capacity are refused with 503 at once (refusal
+latency), the requests admitted keep their latency within the model's queue wait budget, and
+the server's memory stays flat while it refuses thousands of requests.
+
+    .venv/bin/python bench/overload.py                 # 10 minutes, appends to BENCHMARKS.md
+    .venv/bin/python bench/overload.py --smoke         # seconds; what CI runs
+
+The load comes from infership's own generator (open loop: latency from each request's due
+time), with image uploads of tests/testdata/images/chelsea.jpg to a copy of the bundled example
+whose ``model.yaml`` sets ``batching.max_queue_wait_ms``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from infership.app import EXAMPLE_REPOSITORY
+from infership.bench.loadgen import Load, Recording, run
+from infership.bench.payloads import upload
+from infership.bench.stats import summarize
+from infership.bench.transport import HttpTarget
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT / "tests" / "testdata" / "images" / "chelsea.jpg"
+BUDGET_MS = 200.0
+OVERLOAD = 3.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _repository(folder: Path) -> Path:
+    repository = folder / "models"
+    shutil.copytree(EXAMPLE_REPOSITORY, repository)
+    manifest_path = repository / "efficientnet-lite0" / "model.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest.setdefault("batching", {})["max_queue_wait_ms"] = BUDGET_MS
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return repository
+
+
+def _start(repository: Path, port: int) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "infership", "serve", str(repository), "--port", str(port),
+            "--no-grpc", "--log-level", "warning"]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("the server did not become ready within 60 s")
+
+
+def _slice(recording: Recording, seconds: float, rss_mb: float, offset: float) -> dict[str, Any]:
+    admitted = summarize(recording.latencies_s)
+    refused = summarize(recording.error_latencies_s)
+    return {
+        "t_s": round(offset, 1),
+        "admitted_rps": len(recording.latencies_s) / seconds,
+        "refused_rps": recording.errors.get("http 503", 0) / seconds,
+        "other_errors": {k: v for k, v in recording.errors.items() if k != "http 503"},
+        "admitted_ms": admitted.model_dump() if admitted else None,
+        "refused_ms": refused.model_dump() if refused else None,
+        "rss_mb": rss_mb,
+    }
+
+
+async def measure(total_s: float, slice_s: float, capacity_s: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as folder:
+        port = _free_port()
+        server = _start(_repository(Path(folder)), port)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            target = HttpTarget(url, upload(IMAGE.read_bytes(), IMAGE.name), timeout_s=30)
+            closed = await run(target, Load(concurrency=16, duration_s=capacity_s, warmup_s=1))
+            capacity = len(closed.latencies_s) / capacity_s
+            rate = OVERLOAD * capacity
+            print(f"capacity {capacity:.1f} req/s; offering {rate:.1f} req/s", file=sys.stderr)
+            slices = []
+            for index in range(max(1, round(total_s / slice_s))):
+                recording = await run(target, Load(rate=rate, duration_s=slice_s, warmup_s=0))
+                slices.append(_slice(recording, slice_s, _rss_mb(server.pid), index * slice_s))
+                print(json.dumps(slices[-1]), file=sys.stderr)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {"budget_ms": BUDGET_MS, "capacity_rps": capacity, "offered_rps": rate,
+            "slices": slices}  # fmt: skip
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    lines = [
+        f"## Overload at {OVERLOAD:g}× capacity ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Command: `{command}`. The example with `max_queue_wait_ms: {result['budget_ms']:g}`; "
+        f"capacity {result['capacity_rps']:.1f} req/s (closed loop, c=16, image upload), then "
+        f"an open loop offering {result['offered_rps']:.1f} req/s.",
+        "",
+        "| t s | admitted req/s | refused (503) req/s | admitted p50 / p99 ms "
+        "| refusal p50 / p99 ms | other errors | server RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in result["slices"]:
+        admitted = s["admitted_ms"] or {}
+        refused = s["refused_ms"] or {}
+        lines.append(
+            f"| {s['t_s']:g} | {s['admitted_rps']:.1f} | {s['refused_rps']:.1f} "
+            f"| {admitted.get('p50', 0):.1f} / {admitted.get('p99', 0):.1f} "
+            f"| {refused.get('p50', 0):.2f} / {refused.get('p99', 0):.2f} "
+            f"| {sum(s['other_errors'].values())} | {s['rss_mb']:.0f} |"
+        )
+    rss = [s["rss_mb"] for s in result["slices"]]
+    refusal_p99 = [s["refused_ms"]["p99"] for s in result["slices"] if s["refused_ms"]]
+    admitted_p99 = [s["admitted_ms"]["p99"] for s in result["slices"] if s["admitted_ms"]]
+    lines += [
+        "",
+        f"- refusal p99, median over slices: {statistics.median(refusal_p99):.2f} ms "
+        "(target: within 5 ms)"
+        if refusal_p99
+        else "- no request was refused",
+        f"- admitted p99, median over slices: {statistics.median(admitted_p99):.1f} ms "
+        f"(queue wait budget {result['budget_ms']:g} ms, plus the batch being computed and "
+        "the request's own batch)"
+        if admitted_p99
+        else "- no request was admitted",
+        f"- server RSS from the first slice to the last: {rss[0]:.0f} → {rss[-1]:.0f} MB",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=600.0, help="length of the overload")
+    parser.add_argument("--slice", type=float, default=60.0, help="seconds per table row")
+    parser.add_argument("--smoke", action="store_true", help="3 s of overload, 1 s slices")
+    parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
+    parser.add_argument("--json", type=Path, help="write the result here too")
+    args = parser.parse_args()
+    total, step, capacity_s = (3.0, 1.0, 2.0) if args.smoke else (args.seconds, args.slice, 10.0)
+    result = asyncio.run(measure(total, step, capacity_s))
+    text = markdown(result, " ".join(["python", "bench/overload.py", *sys.argv[1:]]))
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.append:
+        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as md:
+            md.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
