@@ -66,11 +66,10 @@ class Application:
         expose the repository API without keys: it changes what the server runs."""
         if self.policy.enabled:
             return
-        exposed = [
-            address
-            for address in {self.settings.http.host, self.settings.grpc.host or ""}
-            if address and not is_loopback(address)
-        ]
+        hosts = {self.settings.http.host}
+        if self.settings.grpc.enabled:
+            hosts.add(self.settings.grpc.host or self.settings.http.host)
+        exposed = sorted(host for host in hosts if not is_loopback(host))
         if not exposed:
             return
         if self.settings.model_control:

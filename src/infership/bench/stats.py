@@ -16,7 +16,8 @@ PERCENTILES = (50, 90, 99)
 
 
 class LatencySummary(BaseModel):
-    """Latencies of the successful requests of one run, in milliseconds."""
+    """Latencies of a set of requests of one run (the answered ones, or the failed ones), in
+    milliseconds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
