@@ -122,8 +122,8 @@ class ServedModel:
         """Check the request against the signature, then compute it through the scheduler."""
         deadline = _deadline(request)
         wanted = self._requested_outputs(request)
-        self.scheduler.check_capacity()
-        batch = await self._model_batch(request)
+        with self.scheduler.reserve():  # refused before decoding, not after
+            batch = await self._model_batch(request)
         results = await self.scheduler.submit(batch, deadline)
         started = time.perf_counter()
         outputs: dict[str, Array] = {}

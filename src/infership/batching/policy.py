@@ -44,12 +44,11 @@ class BatchPolicy(BaseModel):
     """Most requests (not rows) waiting for a slot; beyond it submit fails at once with
     QueueFull instead of letting latency grow without bound."""
 
-    max_queue_wait_ms: StrictFloat | None = Field(default=None, gt=0, allow_inf_nan=False)
-    """Latency budget for waiting in the queue. A request is refused at once (QueueFull, 503
-    with Retry-After) when the work already queued would take longer than this to reach
-    compute, judged from recent batch times; so under overload the requests that are admitted
-    keep their latency, and the rest learn it in microseconds instead of timing out. None:
-    only ``max_queue_size`` bounds the queue."""
+    latency_budget_ms: StrictFloat | None = Field(default=None, gt=0, allow_inf_nan=False)
+    """Latency budget for compute and queueing. A request is refused at once (QueueFull, 503
+    with Retry-After) when, judged from recent batch times, it would be answered later than
+    this: under overload the admitted requests keep their latency, and the rest learn it in
+    milliseconds instead of timing out. None: only ``max_queue_size`` bounds the queue."""
 
     parallel_executions: StrictInt = Field(default=1, ge=1)
     """Most batches computed at the same time (worker threads busy with this model)."""

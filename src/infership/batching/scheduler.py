@@ -16,8 +16,9 @@ The policy (BatchPolicy), in the order it is applied:
   (``max_batch_size`` when none are set) waits for more requests, up to the delay counted from
   its oldest request. It leaves as soon as it reaches that size, when more compatible rows are
   queued than fit, or when the scheduler is stopping.
-- The queue holds at most ``max_queue_size`` requests, and with ``max_queue_wait_ms`` at most
-  that much work (estimated from recent batch times); beyond, submit raises QueueFull at once.
+- The queue holds at most ``max_queue_size`` requests (counting those still being prepared);
+  with ``latency_budget_ms``, a request that would be answered later than that (estimated from
+  recent batch times) is refused too. Beyond either, QueueFull at once.
   A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
   not the next free slot) and is never computed; one whose caller went away is dropped.
 
@@ -38,8 +39,9 @@ something can change (a queue delay ending or a deadline passing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
@@ -128,6 +130,7 @@ class BatchScheduler:
         self._worth_waiting_for = (policy.preferred_batch_sizes or (policy.max_batch_size,))[0]
         self._state = _State.NEW
         self._queue: list[_Request] = []
+        self._preparing = 0  # admitted by reserve(), not yet submitted (e.g. images decoding)
         self._free_slots = policy.parallel_executions
         self._in_flight = 0
         self._batches: set[asyncio.Task[None]] = set()  # strong references to running batches
@@ -202,22 +205,35 @@ class BatchScheduler:
                 self._pump()
             raise
 
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Admit a request before its costly preparation (image decoding), or raise QueueFull at
+        once. While prepared it counts as queued, so a burst cannot pile up unbounded work in
+        front of the queue; submit it right after the block."""
+        self.check_capacity()
+        self._preparing += 1
+        try:
+            yield
+        finally:
+            self._preparing -= 1
+
     def check_capacity(self) -> None:
-        """Raise QueueFull now if a submit would be refused; callers use it to skip costly
-        preparation (image decoding) of a request that cannot be queued anyway."""
-        if len(self._queue) >= self.policy.max_queue_size:
+        """Raise QueueFull now if a submit would be refused: the queue (with the requests being
+        prepared) is at ``max_queue_size``, or a new request would be answered later than
+        ``latency_budget_ms``."""
+        waiting = len(self._queue) + self._preparing
+        if waiting >= self.policy.max_queue_size:
             raise QueueFull(
-                f"model {self.name!r} has {len(self._queue)} requests queued "
-                f"(max_queue_size); retry later",
+                f"model {self.name!r} has {waiting} requests queued (max_queue_size); retry later",
                 retry_after_s=self._retry_after(),
             )
-        budget_ms = self.policy.max_queue_wait_ms
-        if budget_ms is not None and self._queue:
-            wait = self._queue_wait_s()
-            if wait is not None and wait * 1000 > budget_ms:
+        budget_ms = self.policy.latency_budget_ms
+        if budget_ms is not None and (waiting or self._free_slots == 0):
+            latency = self._latency_s()
+            if latency is not None and latency * 1000 > budget_ms:
                 raise QueueFull(
-                    f"model {self.name!r} is over its queue wait budget: about {wait * 1000:.0f}"
-                    f" ms of work is queued (max_queue_wait_ms {budget_ms:g}); retry later",
+                    f"model {self.name!r} would answer in about {latency * 1000:.0f} ms, over its "
+                    f"latency budget (latency_budget_ms {budget_ms:g}); retry later",
                     retry_after_s=self._retry_after(),
                 )
 
@@ -436,8 +452,19 @@ class BatchScheduler:
         expire; None until a batch has been timed."""
         if self._batch_seconds is None:
             return None
-        queued_rows = sum(request.rows for request in self._queue)
+        # A request still being prepared counts as one row: its size is not known yet.
+        queued_rows = sum(request.rows for request in self._queue) + self._preparing
         batches = -(-queued_rows // self.policy.max_batch_size)  # ceiling division
+        return self._batch_seconds * batches / self.policy.parallel_executions
+
+    def _latency_s(self) -> float | None:
+        """When a request arriving now would be answered: the queued work, the batches being
+        computed, and its own batch (from recent batch times); None until a batch was timed."""
+        if self._batch_seconds is None:
+            return None
+        rows = sum(request.rows for request in self._queue) + self._preparing + 1
+        busy = self.policy.parallel_executions - self._free_slots
+        batches = -(-rows // self.policy.max_batch_size) + busy  # ceiling division
         return self._batch_seconds * batches / self.policy.parallel_executions
 
     def _retry_after(self) -> float:
