@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infership.app import Application, is_loopback
+from infership.app import Application
 from infership.errors import ConfigError
-from infership.settings import ServerSettings
+from infership.settings import ServerSettings, is_loopback
 
 
 def check(**settings: object) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -66,10 +65,7 @@ class Application:
         expose the repository API without keys: it changes what the server runs."""
         if self.policy.enabled:
             return
-        hosts = {self.settings.http.host}
-        if self.settings.grpc.enabled:
-            hosts.add(self.settings.grpc.host or self.settings.http.host)
-        exposed = sorted(host for host in hosts if not is_loopback(host))
+        exposed = self.settings.exposed_hosts
         if not exposed:
             return
         if self.settings.model_control:
@@ -97,12 +93,3 @@ class Application:
         self.dataplane.draining = True
         await self.registry.stop()
         self.preprocess_executor.shutdown(wait=True)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything

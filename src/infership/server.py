@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from infership.app import Application, is_loopback
+from infership.app import Application
 from infership.protocols.rest.connection import GuardedHttpProtocol
 from infership.settings import ServerSettings
 
@@ -175,8 +175,7 @@ class Server:
         configured = self.settings.shutdown.delay_s
         if configured is not None:
             return configured
-        hosts = {self.settings.http.host, self.settings.grpc.host or self.settings.http.host}
-        return 0.0 if all(is_loopback(host) for host in hosts) else 5.0
+        return 5.0 if self.settings.exposed_hosts else 0.0
 
     async def _stop_grpc(self) -> None:
         grpc = self.application.grpc

@@ -7,6 +7,7 @@ Per-model settings live in each model's ``model.yaml`` (see ``repository/manifes
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -207,3 +208,24 @@ class ServerSettings(BaseSettings):
     """Threads decoding and preprocessing images; 0 means one per CPU core."""
 
     log_level: str = "info"
+
+    @property
+    def grpc_host(self) -> str:
+        """The address gRPC binds: its own, or the REST one."""
+        return self.grpc.host or self.http.host
+
+    @property
+    def exposed_hosts(self) -> list[str]:
+        """The non-loopback addresses the server binds (REST, and gRPC when enabled)."""
+        hosts = {self.http.host} | ({self.grpc_host} if self.grpc.enabled else set())
+        return sorted(host for host in hosts if not is_loopback(host))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine (a name may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

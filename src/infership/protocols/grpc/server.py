@@ -40,7 +40,7 @@ class GrpcServer:
 
     @property
     def host(self) -> str:
-        return self.settings.grpc.host or self.settings.http.host
+        return self.settings.grpc_host
 
     async def start(self) -> int:
         """Bind ``grpc.host:grpc.port`` and start serving. Raises ConfigError if it cannot bind."""
