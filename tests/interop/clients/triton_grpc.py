@@ -7,14 +7,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 from _observe import arguments, error_of, report
-from tritonclient.utils import InferenceServerException
-
-HALF = np.array([[1, 2, 3, 4]], dtype=np.float16)
-
-
-def status(exc: BaseException) -> str:
-    assert isinstance(exc, InferenceServerException), repr(exc)
-    return str(exc.status())
+from _triton import HALF, status
 
 
 def image_input(image: bytes) -> grpcclient.InferInput:

@@ -9,14 +9,8 @@ import numpy as np
 import tritonclient.http as http
 import tritonclient.http.aio as aio
 from _observe import arguments, error_of, report
+from _triton import HALF, status
 from tritonclient.utils import InferenceServerException
-
-HALF = np.array([[1, 2, 3, 4]], dtype=np.float16)
-
-
-def status(exc: BaseException) -> str:
-    assert isinstance(exc, InferenceServerException), repr(exc)
-    return str(exc.status())
 
 
 def image_input(image: bytes) -> http.InferInput:
