@@ -69,6 +69,18 @@ class DataPlane:
             return False
         return True
 
+    def admit(self, name: str, version: str | None = None) -> None:
+        """Refuse a request now, before its body is read and parsed, with the error ``infer``
+        would raise: unknown or unready model (ModelNotFound, ModelNotReady) or no capacity
+        (QueueFull). Under overload most requests are refused; this keeps each refusal to
+        microseconds of the event loop instead of a body upload and a multipart parse."""
+        model = self.registry.get(name, version)
+        try:
+            model.scheduler.check_capacity(unprepared=True)
+        except InfershipError as exc:
+            model.metrics.outcome(_outcome(exc))
+            raise
+
     async def infer(
         self, name: str, version: str | None, request: InferenceRequest
     ) -> InferenceResponse:

@@ -124,7 +124,7 @@ class ServedModel:
         wanted = self._requested_outputs(request)
         with self.scheduler.reserve():  # refused before decoding, not after
             batch = await self._model_batch(request)
-        results = await self.scheduler.submit(batch, deadline)
+        results = await self.scheduler.submit(batch, deadline, admitted=True)
         started = time.perf_counter()
         outputs: dict[str, Array] = {}
         if self.classifier is not None and not self._classifier_outputs.isdisjoint(wanted):

@@ -447,6 +447,67 @@ async def test_a_request_over_the_latency_budget_is_refused_at_once(make: Make) 
     await asyncio.gather(*tasks)
 
 
+async def _learn_batch_time(
+    scheduler: BatchScheduler, model: FakeModel
+) -> list[asyncio.Task[Inputs]]:
+    """Three timed batches, then one held in compute: the next request waits for it."""
+    for value in range(3):
+        await scheduler.submit(row(value))
+    model.release.clear()
+    tasks = spawn(scheduler, row(10))
+    await eventually(lambda: model.running == 1)
+    return tasks
+
+
+def _sleepy_double(seconds: float) -> Callable[[Inputs], Inputs]:
+    def compute(inputs: Inputs) -> Inputs:
+        time.sleep(seconds)
+        return double(inputs)
+
+    return compute
+
+
+async def test_preparation_time_counts_in_the_latency_estimate(make: Make) -> None:
+    model = FakeModel(_sleepy_double(0.02))
+    scheduler = await make(model, max_batch_size=1, max_queue_size=1000, latency_budget_ms=150)
+    tasks = await _learn_batch_time(scheduler, model)
+    # The held batch and the newcomer's own: about 40 ms, well within 150 ms.
+    scheduler.check_capacity()
+    scheduler.check_capacity(unprepared=True)
+    with scheduler.reserve():
+        await asyncio.sleep(0.2)  # an image that took 200 ms to decode
+    scheduler.check_capacity()  # already prepared: still within the budget
+    with pytest.raises(QueueFull, match="over its latency budget"):
+        scheduler.check_capacity(unprepared=True)  # ~40 ms + ~200 ms to prepare
+    model.release.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_reserved_request_is_queued_even_if_later_arrivals_filled_the_budget(
+    make: Make,
+) -> None:
+    model = FakeModel(_sleepy_double(0.05))
+    scheduler = await make(model, max_batch_size=1, max_queue_size=1000, latency_budget_ms=300)
+    tasks = await _learn_batch_time(scheduler, model)
+    with scheduler.reserve():  # admitted; its image decodes while others arrive
+        while True:
+            try:
+                scheduler.check_capacity()
+            except QueueFull:
+                break
+            tasks += spawn(scheduler, row(len(tasks)))
+            depth = len(tasks) - 1
+            await eventually(lambda depth=depth: scheduler.queue_depth == depth)  # type: ignore[misc]
+    queued = scheduler.queue_depth
+    late = asyncio.create_task(scheduler.submit(row(7), admitted=True))
+    await eventually(lambda: scheduler.queue_depth == queued + 1)
+    with pytest.raises(QueueFull):  # a request not admitted beforehand is refused
+        await scheduler.submit(row(8))
+    model.release.set()
+    await asyncio.gather(*tasks)
+    assert (await late)["y"][0, 0] == 14
+
+
 async def test_deadline_already_passed_is_refused_at_once(make: Make) -> None:
     clock = FakeClock()
     model = FakeModel(double)

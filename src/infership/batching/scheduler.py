@@ -18,7 +18,10 @@ The policy (BatchPolicy), in the order it is applied:
   queued than fit, or when the scheduler is stopping.
 - The queue holds at most ``max_queue_size`` requests (counting those still being prepared);
   with ``latency_budget_ms``, a request that would be answered later than that (estimated from
-  recent batch times) is refused too. Beyond either, QueueFull at once.
+  recent batch times, plus the recent preparation time when it still has to be prepared) is
+  refused too. Beyond either, QueueFull at once. A request admitted by ``reserve()`` before its
+  preparation is not checked again when submitted: refusing it then would waste the decoding
+  already done and answer its client late.
   A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
   not the next free slot) and is never computed; one whose caller went away is dropped.
 
@@ -138,6 +141,7 @@ class BatchScheduler:
         self._idle = asyncio.Event()  # set once stopping and nothing is queued or computing
         self._reported_depth = 0
         self._batch_seconds: float | None = None  # moving average, for the QueueFull hint
+        self._prepare_seconds: float | None = None  # moving average of reserve() blocks
         self._inline_below_s = inline_below_s
         self._typical_seconds: float | None = None  # outlier-resistant average, see _record
 
@@ -159,13 +163,14 @@ class BatchScheduler:
             raise ModelNotReady(f"model {self.name!r}: a stopped scheduler cannot be restarted")
 
     async def submit(
-        self, inputs: dict[str, Array], deadline: float | None = None
+        self, inputs: dict[str, Array], deadline: float | None = None, *, admitted: bool = False
     ) -> dict[str, Array]:
         """Queue one request and return its outputs, rows in the same order as its inputs.
 
         ``deadline`` is absolute, in ``clock()`` seconds; None uses the policy's
-        ``default_timeout_ms``. Raises InvalidRequest (malformed or too many rows), QueueFull,
-        DeadlineExceeded, ModelNotReady (not started or stopping) or InferenceFailed.
+        ``default_timeout_ms``. ``admitted``: the request passed ``reserve()`` just before, so
+        the capacity check is not repeated. Raises InvalidRequest (malformed or too many rows),
+        QueueFull, DeadlineExceeded, ModelNotReady (not started or stopping) or InferenceFailed.
         """
         if self._state is not _State.RUNNING:
             raise ModelNotReady(
@@ -189,7 +194,8 @@ class BatchScheduler:
                 f"model {self.name!r}: the request's deadline had passed "
                 f"when it arrived; it was not computed"
             )
-        self.check_capacity()
+        if not admitted:
+            self.check_capacity()
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
         request = _Request(inputs, rows, batch_key(inputs), now, deadline, future)
         self._queue.append(request)
@@ -209,18 +215,23 @@ class BatchScheduler:
     def reserve(self) -> Iterator[None]:
         """Admit a request before its costly preparation (image decoding), or raise QueueFull at
         once. While prepared it counts as queued, so a burst cannot pile up unbounded work in
-        front of the queue; submit it right after the block."""
-        self.check_capacity()
+        front of the queue; submit it right after the block, with ``admitted=True``."""
+        self.check_capacity(unprepared=True)
         self._preparing += 1
+        started = time.perf_counter()
         try:
             yield
         finally:
             self._preparing -= 1
+        # Only successful preparations teach the estimate: a bad image fails fast.
+        seconds = time.perf_counter() - started
+        previous = self._prepare_seconds
+        self._prepare_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
-    def check_capacity(self) -> None:
+    def check_capacity(self, *, unprepared: bool = False) -> None:
         """Raise QueueFull now if a submit would be refused: the queue (with the requests being
         prepared) is at ``max_queue_size``, or a new request would be answered later than
-        ``latency_budget_ms``."""
+        ``latency_budget_ms`` (counting its preparation when it is ``unprepared``)."""
         waiting = len(self._queue) + self._preparing
         if waiting >= self.policy.max_queue_size:
             raise QueueFull(
@@ -230,6 +241,8 @@ class BatchScheduler:
         budget_ms = self.policy.latency_budget_ms
         if budget_ms is not None and (waiting or self._free_slots == 0):
             latency = self._latency_s()
+            if latency is not None and unprepared and self._prepare_seconds is not None:
+                latency += self._prepare_seconds
             if latency is not None and latency * 1000 > budget_ms:
                 raise QueueFull(
                     f"model {self.name!r} would answer in about {latency * 1000:.0f} ms, over its "

@@ -3,9 +3,11 @@ the repository extension, metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import shutil
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import reference_preprocess
 from infership.app import Application
+from infership.errors import QueueFull
 from infership.settings import ServerSettings
 
 MODEL = "efficientnet-lite0"
@@ -549,3 +552,27 @@ async def test_http_answers_are_counted_by_route_template_and_status(
     assert (await client.post("/v2/models/no-such-model/infer", json=body)).status_code == 404
     after = metric_samples((await client.get("/metrics")).text)[key]
     assert after == before + 1
+
+
+@pytest.mark.parametrize("path", ["/predict", INFER])
+async def test_a_full_model_refuses_before_reading_the_body(
+    client: httpx.AsyncClient, example_app: Application, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    # Under overload most requests are refused: the refusal must not wait for (or parse) the
+    # upload. The body below never ends, so reading it would hang the request.
+    def full(*, unprepared: bool = False) -> None:
+        raise QueueFull(f"model {MODEL!r} is full", retry_after_s=0.5)
+
+    model = example_app.registry.get(MODEL, None)
+    monkeypatch.setattr(model.scheduler, "check_capacity", full)
+    never = asyncio.Event()
+
+    async def endless_body() -> AsyncIterator[bytes]:
+        yield b"--x\r\n"
+        await never.wait()
+
+    headers = {"content-type": "multipart/form-data; boundary=x"}
+    response = await asyncio.wait_for(client.post(path, content=endless_body(), headers=headers), 5)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert "is full" in response.json()["error"]

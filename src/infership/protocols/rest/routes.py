@@ -153,6 +153,7 @@ async def model_metadata(request: Request) -> Response:
 
 async def infer(request: Request) -> Response:
     settings = _settings(request)
+    _plane(request).admit(request.path_params["name"], _version(request))
     body = await read_body(request, settings.http.max_body_bytes)
     decode = functools.partial(
         decode_infer_request,
@@ -177,6 +178,7 @@ async def predict(request: Request) -> Response:
     """Classic upload: ``curl -F img=@cat.jpg`` or a raw ``image/*`` body → top-k as JSON."""
     plane = _plane(request)
     name = request.path_params.get("name") or _default_model(plane)
+    plane.admit(name, _version(request))
     images, filenames = await _uploaded_images(request)
     top_k = _top_k(request.query_params.get("top_k"))
     result = await until_disconnected(
