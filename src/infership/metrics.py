@@ -63,6 +63,12 @@ class Metrics:
             "what never reaches a model too (bad bodies, unknown models, limits).",
             ("method", "route", "status"), registry=r,
         )  # fmt: skip
+        self.http_request_seconds = Histogram(
+            "infership_http_request_duration_seconds", "Time from routing an HTTP request to its "
+            "response, by route template and status code: how fast refusals (503) and errors "
+            "are answered, as well as successes.",
+            ("method", "route", "status"), buckets=_LATENCY, registry=r,
+        )  # fmt: skip
 
         self.drain_started: float | None = None
         """``time.monotonic()`` when the drain began; None while serving normally."""

@@ -28,6 +28,8 @@ def test_three_times_capacity_is_refused_with_503_and_the_rest_served(tmp_path: 
     slices = data["slices"]
     assert data["offered_rps"] == pytest.approx(3 * data["capacity_rps"])
     assert sum(s["refused_rps"] for s in slices) > 0, "3× capacity refused nothing"
+    # The server's own timing of its refusals, read from its /metrics histogram.
+    assert any(s["server_ms"]["503"] for s in slices if s["refused_rps"]), slices
     assert all(s["admitted_rps"] > 0 for s in slices), "overload starved admitted requests"
     assert all(not s["other_errors"] for s in slices), [s["other_errors"] for s in slices]
     assert "## Overload at 3× capacity" in result.stdout

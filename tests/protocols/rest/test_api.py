@@ -542,16 +542,22 @@ async def test_a_model_folder_added_after_start_does_not_make_the_server_unready
         await app.stop()
 
 
-async def test_http_answers_are_counted_by_route_template_and_status(
+async def test_http_answers_are_counted_and_timed_by_route_template_and_status(
     client: httpx.AsyncClient,
 ) -> None:
-    labels = {"method": "POST", "route": "/v2/models/{name}/infer", "status": "404"}
-    key = ("infership_http_requests_total", frozenset(labels.items()))
+    labels = frozenset(
+        {"method": "POST", "route": "/v2/models/{name}/infer", "status": "404"}.items()
+    )
+    keys = [
+        ("infership_http_requests_total", labels),
+        ("infership_http_request_duration_seconds_count", labels),
+        ("infership_http_request_duration_seconds_bucket", labels | {("le", "+Inf")}),
+    ]
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
-    before = metric_samples((await client.get("/metrics")).text).get(key, 0.0)
+    before = metric_samples((await client.get("/metrics")).text)
     assert (await client.post("/v2/models/no-such-model/infer", json=body)).status_code == 404
-    after = metric_samples((await client.get("/metrics")).text)[key]
-    assert after == before + 1
+    after = metric_samples((await client.get("/metrics")).text)
+    assert [after[k] for k in keys] == [before.get(k, 0.0) + 1 for k in keys]
 
 
 @pytest.mark.parametrize("path", ["/predict", INFER])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -37,14 +38,17 @@ def _error(message: str, status: int, headers: dict[str, str] | None = None) -> 
 
 def _guard(endpoint: Endpoint, route: str, access: Access) -> Endpoint:
     """Admit the caller for ``access`` (key, scope, rate), turn our errors into
-    ``{"error": ...}`` answers (anything else is a logged 500), and count every answer by
-    route template and status."""
+    ``{"error": ...}`` answers (anything else is a logged 500), and count and time every
+    answer by route template and status."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
+        started = time.perf_counter()
         response = await _answer(endpoint, request, access)
         metrics: Metrics = request.app.state.metrics
-        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
+        labels = (request.method, route, str(response.status_code))
+        metrics.http_requests.labels(*labels).inc()
+        metrics.http_request_seconds.labels(*labels).observe(time.perf_counter() - started)
         if request.app.state.dataplane.draining:
             # Kept-alive clients reconnect, and so reach a server that is not going away.
             response.headers["connection"] = "close"
