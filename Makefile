@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## Serve the bundled example model on http://127.0.0.1:8000
 	$(BIN)/infership serve $(ARGS)
 
-test: lint typecheck $(STAMP) interop-venvs  ## Lint, type-check and run the whole test suite
+test: lint typecheck $(STAMP) interop-venvs $(VENV)/checkov/.installed  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -47,6 +47,14 @@ interop-venvs: $(INTEROP)  ## Client virtualenvs for tests/interop
 $(VENV)/interop-%/.installed: tests/interop/requirements-%.txt | $(STAMP)
 	$(PYTHON) -m venv $(VENV)/interop-$*
 	$(VENV)/interop-$*/bin/pip install --quiet -r $<
+	touch $@
+
+# checkov (tests/k8s/test_checkov.py) in its own virtualenv: it pins packaging, cachetools and
+# python-dateutil below what the project uses. Pinned so that its policy set cannot change under us.
+CHECKOV := $(VENV)/checkov/.installed
+$(CHECKOV): | $(STAMP)
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet checkov==3.3.30
 	touch $@
 
 # The .pt2 image example and the sentence-embedding example, generated from PyPI packages (too

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import TESTDATA, free_port
+from image.conftest import EXAMPLE_TAG, infership_build, podman
 from infership import __version__
 from infership.app import EXAMPLE_REPOSITORY
 from infership.errors import BuildError
@@ -28,27 +29,9 @@ from infership.image.engine import execute, find_engine
 
 pytestmark = pytest.mark.e2e
 
-TAG = "localhost/infership-e2e:example"
+TAG = EXAMPLE_TAG
 LABEL = "io.infership.e2e=1"
 MODEL = "efficientnet-lite0"
-
-
-def podman(
-    *args: str, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, check=check, timeout=timeout
-    )
-
-
-def infership_build(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "infership", "build", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
 
 
 def image_layers(tag: str) -> list[str]:
@@ -59,11 +42,8 @@ def image_layers(tag: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def image(base_image: str) -> str:
-    built = infership_build(str(EXAMPLE_REPOSITORY), "--tag", TAG, "--base-image", base_image)
-    assert built.returncode == 0, built.stdout + built.stderr
-    assert f"built {TAG}" in built.stdout
-    return TAG
+def image(example_image: str) -> str:
+    return example_image
 
 
 class Container:
