@@ -42,7 +42,7 @@ from infership.bench.loadgen import Load, Recording, run
 from infership.bench.payloads import upload
 from infership.bench.stats import summarize
 from infership.bench.transport import HttpTarget
-from infership.k8s.analysis import histogram_quantile
+from infership.metrics import histogram_quantile
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "tests" / "testdata" / "images" / "chelsea.jpg"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -121,3 +123,30 @@ class ModelMetrics:
 
     def queue_depth(self, requests: int) -> None:
         self._depth.set(requests)
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile of a cumulative histogram, as Prometheus' ``histogram_quantile``.
+
+    Linear interpolation within the bucket that holds the rank; the first bucket starts at 0;
+    a rank in the ``+Inf`` bucket answers the highest finite bound. None without
+    observations.
+    """
+    bounds = sorted(buckets)
+    if not bounds or bounds[-1] != math.inf:
+        return None
+    total = buckets[math.inf]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper in bounds:
+        count = buckets[upper]
+        if count >= rank:
+            if upper == math.inf:
+                return lower
+            if count == below:
+                return upper
+            return lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return lower  # pragma: no cover - the +Inf bucket holds every observation

@@ -22,13 +22,14 @@ inferences only, so a fast failure cannot make a broken version look quick.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
+
+from infership.metrics import histogram_quantile
 
 REQUESTS = "infership_requests"
 DURATION = "infership_request_duration_seconds"
@@ -141,33 +142,6 @@ def window(start: PodCounters | None, end: PodCounters) -> PodCounters:
 
 # ---------------------------------------------------------------------------------------------
 # A group of pods (stable or canary) over the window
-
-
-def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """The ``q`` quantile of a cumulative histogram, as Prometheus' ``histogram_quantile``.
-
-    Linear interpolation within the bucket that holds the rank; the first bucket starts at 0;
-    a rank in the ``+Inf`` bucket answers the highest finite bound. None without
-    observations.
-    """
-    bounds = sorted(buckets)
-    if not bounds or bounds[-1] != math.inf:
-        return None
-    total = buckets[math.inf]
-    if total <= 0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for upper in bounds:
-        count = buckets[upper]
-        if count >= rank:
-            if upper == math.inf:
-                return lower
-            if count == below:
-                return upper
-            return lower + (upper - lower) * (rank - below) / (count - below)
-        lower, below = upper, count
-    return lower  # pragma: no cover - the +Inf bucket holds every observation
 
 
 @dataclass(frozen=True)
