@@ -27,7 +27,10 @@ Grouped by who has to act. Transports map these classes to status codes in one t
         ├── InferenceFailed          the runtime raised while computing a batch
         ├── OptimizeFailed           `infership optimize` could not rewrite the model
         │   └── AccuracyCheckFailed  the rewrite strays from the original; nothing written
-        └── BuildError               no container engine, or the engine failed to build or push
+        ├── BuildError               no container engine, or the engine failed to build or push
+        └── DeployError              the cluster refused, or could not be reached (kubeconfig, API)
+            ├── RolloutFailed        the new pods never became ready (carries the reasons)
+            └── CanaryFailed         the canary did worse than the stable version; rolled back
 """
 
 from __future__ import annotations
@@ -147,3 +150,21 @@ class AccuracyCheckFailed(OptimizeFailed):
 
 class BuildError(OperatorError):
     """No container engine was found, or it failed to build or push an image."""
+
+
+class DeployError(OperatorError):
+    """A Kubernetes operation failed: no kubeconfig, an unreachable or refusing API server, or
+    an API (such as a CRD) that the cluster does not serve. The message says what to do."""
+
+
+class RolloutFailed(DeployError):
+    """A Deployment did not become ready in time. ``reasons`` lists what the pods and events
+    said (ImagePullBackOff, CrashLoopBackOff, ProgressDeadlineExceeded, timeout, ...)."""
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons or [])
+
+
+class CanaryFailed(DeployError):
+    """The canary's error rate or latency was worse than allowed, so it was rolled back."""

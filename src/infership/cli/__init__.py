@@ -28,6 +28,11 @@ COMMANDS: dict[str, str] = {
     "encrypt": "infership.cli.encrypt:encrypt",
     "keygen": "infership.cli.keygen:keygen",
     "optimize": "infership.cli.optimize:optimize",
+    "deploy": "infership.cli.deploy:deploy",
+    "status": "infership.cli.deploy:status",
+    "rollback": "infership.cli.deploy:rollback_command",
+    "delete": "infership.cli.deploy:delete",
+    "manifests": "infership.cli.manifests:manifests",
 }
 
 

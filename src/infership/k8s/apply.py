@@ -1,0 +1,207 @@
+"""Server-side apply of rendered objects, and their deletion.
+
+Every object goes out as one ``PATCH`` with ``Content-Type: application/apply-patch+yaml``,
+``fieldManager=infership`` and ``force=true``: the API server creates what is missing, updates
+what differs and records that infership owns those fields. ``force`` takes over fields that a
+``kubectl edit`` changed since, which is what a deploy from the source of truth should do.
+
+The kind of each object is looked up in the cluster's discovery, so custom resources
+(HTTPRoute, ServiceMonitor) go through the same code, and a kind the cluster does not serve
+fails before anything is sent, with a message that says what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes.dynamic.resource import Resource
+
+from infership.errors import DeployError
+from infership.k8s.client import api_errors, read_json, status_message
+
+FIELD_MANAGER = "infership"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+# What each API group that a cluster may lack takes to install.
+_INSTALL_HINTS = {
+    "gateway.networking.k8s.io": (
+        "install the Gateway API CRDs (https://gateway-api.sigs.k8s.io/guides/) and a "
+        "Gateway controller, or use an Ingress instead of an HTTPRoute"
+    ),
+    "monitoring.coreos.com": (
+        "install the Prometheus Operator's CRDs (kube-prometheus-stack), or leave the "
+        "monitoring objects out"
+    ),
+}
+
+# Every kind infership creates for one deployment, in apply order; `delete` removes these
+# (in reverse) when they carry the instance label. The Namespace is never deleted: other
+# things may live in it.
+MANAGED_KINDS: tuple[tuple[str, str], ...] = (
+    ("v1", "ServiceAccount"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+)
+
+
+_DYNAMIC_ATTRIBUTE = "_infership_dynamic_client"
+
+
+def dynamic_client(api: client.ApiClient) -> DynamicClient:
+    """A discovery-backed client for ``api``; discovery is read once per ApiClient.
+
+    The kubernetes client would otherwise cache discovery in a shared file named after the
+    server URL and trust it later, so a CRD removed since (or another server on a reused
+    address) would look served. We keep the cache in memory only: its file lives in a
+    folder removed at once, and failing to rewrite it later is ignored by the client.
+    """
+    cached = getattr(api, _DYNAMIC_ATTRIBUTE, None)
+    if isinstance(cached, DynamicClient):
+        return cached
+    with api_errors(api, "discover", "the API groups"), tempfile.TemporaryDirectory() as tmp:
+        dyn = DynamicClient(api, cache_file=os.path.join(tmp, "discovery.json"))  # type: ignore[no-untyped-call]
+    # Kept on the ApiClient itself, so both go away together.
+    setattr(api, _DYNAMIC_ATTRIBUTE, dyn)
+    return dyn
+
+
+def resource_for(dyn: DynamicClient, api_version: str, kind: str) -> Resource:
+    """The served resource for ``api_version``/``kind``, or DeployError saying what to install."""
+    try:
+        resource: Resource = dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError as exc:
+        group = api_version.rpartition("/")[0]
+        hint = _INSTALL_HINTS.get(group, "install the CRD that defines it")
+        raise DeployError(f"the cluster does not serve {kind} ({api_version}): {hint}") from exc
+    return resource
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')} {where}{meta.get('name')}"
+
+
+def apply_objects(
+    api: client.ApiClient,
+    objects: Sequence[dict[str, Any]],
+    *,
+    field_manager: str = FIELD_MANAGER,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Server-side apply each object in order; return what the server answered for each.
+
+    ``dry_run`` sends ``dryRun=All``: the server validates, defaults and answers, and stores
+    nothing. All kinds are resolved before the first write, so a missing CRD changes nothing.
+    """
+    dyn = dynamic_client(api)
+    resources = [resource_for(dyn, o["apiVersion"], o["kind"]) for o in objects]
+    applied: list[dict[str, Any]] = []
+    for obj, resource in zip(objects, resources, strict=True):
+        meta = obj.get("metadata", {})
+        with api_errors(api, "apply", _describe(obj)):
+            try:
+                result = resource.server_side_apply(
+                    body=obj,
+                    name=meta["name"],
+                    namespace=meta.get("namespace") if resource.namespaced else None,
+                    field_manager=field_manager,
+                    force_conflicts=True,
+                    dry_run="All" if dry_run else None,
+                )
+            except ApiException as exc:
+                if exc.status in (401, 403):
+                    raise
+                raise DeployError(
+                    f"the API server refused {_describe(obj)} ({exc.status}): {status_message(exc)}"
+                ) from exc
+        applied.append(result.to_dict())
+    return applied
+
+
+def namespace_exists(api: client.ApiClient, namespace: str) -> bool | None:
+    """Whether ``namespace`` exists; None when we may not read namespaces (common for users
+    whose rights are limited to one namespace), so the caller just goes ahead."""
+    try:
+        with api_errors(api, "read", f"namespace {namespace}"):
+            read_json(client.CoreV1Api(api).read_namespace(namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    except DeployError as exc:
+        if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 403:
+            return None
+        raise
+    return True
+
+
+def delete_objects(
+    api: client.ApiClient, objects: Iterable[dict[str, Any]], *, missing_ok: bool = True
+) -> None:
+    """Delete each object, in reverse order (dependants first). With ``missing_ok``, objects
+    that are already gone, or whose kind the cluster does not serve, are skipped."""
+    dyn = dynamic_client(api)
+    for obj in reversed(list(objects)):
+        try:
+            resource = resource_for(dyn, obj["apiVersion"], obj["kind"])
+        except DeployError:
+            if missing_ok:
+                continue
+            raise
+        meta = obj.get("metadata", {})
+        with api_errors(api, "delete", _describe(obj)):
+            try:
+                resource.delete(
+                    name=meta["name"],
+                    namespace=meta.get("namespace") if resource.namespaced else None,
+                    body={"propagationPolicy": "Background"},
+                )
+            except ApiException as exc:
+                if exc.status == 404 and missing_ok:
+                    continue
+                if exc.status in (401, 403):
+                    raise
+                raise DeployError(
+                    f"cannot delete {_describe(obj)} ({exc.status}): {status_message(exc)}"
+                ) from exc
+
+
+def find_instance(api: client.ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    """Every object of the kinds infership creates that carries ``instance=name`` in
+    ``namespace``, in apply order, as minimal references (apiVersion, kind, metadata)."""
+    dyn = dynamic_client(api)
+    found: list[dict[str, Any]] = []
+    for api_version, kind in MANAGED_KINDS:
+        try:
+            resource = resource_for(dyn, api_version, kind)
+        except DeployError:
+            continue  # a CRD that is not installed holds nothing of ours
+        with api_errors(api, "list", f"{kind} in namespace {namespace}"):
+            listing = resource.get(namespace=namespace, label_selector=f"{INSTANCE_LABEL}={name}")
+        for item in listing.to_dict().get("items") or []:
+            item_meta = item.get("metadata", {})
+            found.append(
+                {
+                    "apiVersion": api_version,
+                    "kind": kind,
+                    "metadata": {"name": item_meta.get("name"), "namespace": namespace},
+                }
+            )
+    return found
