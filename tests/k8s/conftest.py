@@ -52,6 +52,12 @@ class FakeCluster:
     def requests(self, method: str) -> list[Any]:
         return [r for r in list(self.server) if str(r.method.value).upper() == method.upper()]
 
+    def deployed_image(self, name: str, namespace: str = NAMESPACE) -> str:
+        """The first container's image of the stored Deployment ``name``."""
+        stored = self.stored("deployments", namespace, name)
+        assert stored is not None, f"no Deployment {namespace}/{name}"
+        return str(stored["spec"]["template"]["spec"]["containers"][0]["image"])
+
 
 def write_kubeconfig(path: Path, url: str, *, namespace: str = NAMESPACE) -> Path:
     """A kubeconfig with context "fake" (current, namespace ``namespace``) at ``url`` and a

@@ -43,12 +43,6 @@ def deploy(cluster: FakeCluster, image: str, *extra: str) -> Result:
     )
 
 
-def stored_image(cluster: FakeCluster) -> str:
-    stored = cluster.stored("deployments", NAMESPACE, "clf")
-    assert stored is not None
-    return str(stored["spec"]["template"]["spec"]["containers"][0]["image"])
-
-
 def test_deploy_applies_every_object_and_waits_for_the_rollout(
     fake_apiserver: FakeCluster, controller: Controller
 ) -> None:
@@ -63,7 +57,7 @@ def test_deploy_applies_every_object_and_waits_for_the_rollout(
     applied = [p for p in patches if p.headers["Content-Type"] == "application/apply-patch+yaml"]
     assert len(applied) >= 6
     assert all(p.params == {"fieldManager": "infership", "force": "true"} for p in applied)
-    assert stored_image(fake_apiserver) == V1
+    assert fake_apiserver.deployed_image("clf") == V1
 
 
 def test_deploy_refuses_a_missing_namespace_without_create_namespace(
@@ -129,7 +123,7 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back_with_the_reason(
     assert f'ImagePullBackOff: Back-off pulling image "{V2}"' in result.stderr
     assert f"rolling back Deployment ml/clf to revision 1 ({V1})" in result.stderr
     assert f"deploy of {V2} failed and was rolled back to revision 1" in result.stderr
-    assert stored_image(fake_apiserver) == V1
+    assert fake_apiserver.deployed_image("clf") == V1
 
 
 def test_a_failed_first_revision_is_not_rolled_back_and_says_so(
@@ -154,7 +148,7 @@ def test_no_rollback_leaves_the_failed_revision_in_place(
 
     assert result.exit_code == 1
     assert "left Deployment ml/clf as it is (--no-rollback)" in result.stderr
-    assert stored_image(fake_apiserver) == V2
+    assert fake_apiserver.deployed_image("clf") == V2
 
 
 def test_status_shows_revision_image_replicas_and_pods(
@@ -215,7 +209,7 @@ def test_rollback_command_restores_a_given_revision(
     assert "rolled back: now revision 3 (the template of revision 1), 2/2 available" in (
         result.stdout
     )
-    assert stored_image(fake_apiserver) == V1
+    assert fake_apiserver.deployed_image("clf") == V1
 
 
 def test_delete_removes_the_instances_objects_but_keeps_the_namespace(

@@ -30,12 +30,6 @@ def deploy(cluster: FakeCluster, image: str, *, timeout_s: float = 5.0) -> Rollo
         return wait_for_rollout(api, NAMESPACE, "clf", timeout_s=timeout_s, **FAST)
 
 
-def stored_image(cluster: FakeCluster) -> str:
-    stored = cluster.stored("deployments", NAMESPACE, "clf")
-    assert stored is not None
-    return str(stored["spec"]["template"]["spec"]["containers"][0]["image"])
-
-
 def test_wait_returns_once_every_replica_is_updated_and_available(
     fake_apiserver: FakeCluster, controller: Controller
 ) -> None:
@@ -119,7 +113,7 @@ def test_rollback_restores_the_previous_revision_after_a_failed_rollout(
 
     assert restored == 1
     assert status.done
-    assert stored_image(fake_apiserver) == V1
+    assert fake_apiserver.deployed_image("clf") == V1
     # Like the real controller, the old ReplicaSet comes back under the next revision number.
     assert status.revision == "3"
     assert [(r.number, r.images) for r in history] == [(2, (V2,)), (3, (V1,))]
@@ -144,7 +138,7 @@ def test_rollback_to_a_given_revision(fake_apiserver: FakeCluster, controller: C
     with fake_apiserver.api() as api:
         assert rollback(api, NAMESPACE, "clf", to_revision=1) == 1
         wait_for_rollout(api, NAMESPACE, "clf", timeout_s=5, **FAST)
-        assert stored_image(fake_apiserver) == V1
+        assert fake_apiserver.deployed_image("clf") == V1
 
         with pytest.raises(DeployError, match=r"has no revision 9 \(it has: 2, 3, 4\)"):
             rollback(api, NAMESPACE, "clf", to_revision=9)
