@@ -122,9 +122,9 @@ class ServedModel:
         """Check the request against the signature, then compute it through the scheduler."""
         deadline = _deadline(request)
         wanted = self._requested_outputs(request)
-        with self.scheduler.reserve():  # refused before decoding, not after
+        with self.scheduler.reserve() as admission:  # refused before decoding, not after
             batch = await self._model_batch(request)
-        results = await self.scheduler.submit(batch, deadline, admitted=True)
+        results = await self.scheduler.submit(batch, deadline, admission=admission)
         started = time.perf_counter()
         outputs: dict[str, Array] = {}
         if self.classifier is not None and not self._classifier_outputs.isdisjoint(wanted):

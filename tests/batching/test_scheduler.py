@@ -489,7 +489,7 @@ async def test_a_reserved_request_is_queued_even_if_later_arrivals_filled_the_bu
     model = FakeModel(_sleepy_double(0.05))
     scheduler = await make(model, max_batch_size=1, max_queue_size=1000, latency_budget_ms=300)
     tasks = await _learn_batch_time(scheduler, model)
-    with scheduler.reserve():  # admitted; its image decodes while others arrive
+    with scheduler.reserve() as admission:  # admitted; its image decodes while others arrive
         while True:
             try:
                 scheduler.check_capacity()
@@ -499,13 +499,27 @@ async def test_a_reserved_request_is_queued_even_if_later_arrivals_filled_the_bu
             depth = len(tasks) - 1
             await eventually(lambda depth=depth: scheduler.queue_depth == depth)  # type: ignore[misc]
     queued = scheduler.queue_depth
-    late = asyncio.create_task(scheduler.submit(row(7), admitted=True))
+    late = asyncio.create_task(scheduler.submit(row(7), admission=admission))
     await eventually(lambda: scheduler.queue_depth == queued + 1)
     with pytest.raises(QueueFull):  # a request not admitted beforehand is refused
         await scheduler.submit(row(8))
     model.release.set()
     await asyncio.gather(*tasks)
     assert (await late)["y"][0, 0] == 14
+
+
+async def test_estimates_learn_how_late_answers_really_come(make: Make) -> None:
+    # Preparation alternates between instant and 20 ms: the average (what the estimate uses)
+    # is 10 ms, so every other answer comes about 10 ms later than estimated. The scheduler
+    # learns that 99th percentile and adds it, so the budget bounds the p99, not the mean.
+    scheduler = await make(FakeModel(double), max_batch_size=1, latency_budget_ms=1000)
+    await scheduler.submit(row(0))  # one timed batch: estimates start
+    assert scheduler.estimate_error_s == 0
+    for i in range(200):
+        with scheduler.reserve() as admission:
+            await asyncio.sleep(0.02 if i % 2 else 0)
+        await scheduler.submit(row(i), admission=admission)
+    assert 0.005 < scheduler.estimate_error_s < 0.05
 
 
 async def test_deadline_already_passed_is_refused_at_once(make: Make) -> None:

@@ -22,6 +22,10 @@ The policy (BatchPolicy), in the order it is applied:
   refused too. Beyond either, QueueFull at once. A request admitted by ``reserve()`` before its
   preparation is not checked again when submitted: refusing it then would waste the decoding
   already done and answer its client late.
+  The estimate is an average; the budget is a p99. So each request admitted by ``reserve()``
+  compares, once answered, how long it really took with what was estimated when it came in,
+  and the scheduler tracks the 99th percentile of that error (a streaming quantile) and adds
+  it to every estimate: the admitted requests' p99, not their mean, lands on the budget.
   A queued request whose deadline passes fails with DeadlineExceeded when it passes (a timer,
   not the next free slot) and is never computed; one whose caller went away is dropped.
 
@@ -100,6 +104,19 @@ class _Request:
     queued: bool = True
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A request admitted by ``reserve()``: when, and the answer time estimated then."""
+
+    started: float
+    """``time.perf_counter()`` at admission."""
+    estimate_s: float | None
+    """Seconds to the answer, as estimated at admission; None without a latency budget."""
+
+
+_ERROR_STEP_S = 0.001
+
+
 class BatchScheduler:
     """Dynamic batching for one model; see the module docstring for the policy.
 
@@ -142,6 +159,7 @@ class BatchScheduler:
         self._reported_depth = 0
         self._batch_seconds: float | None = None  # moving average, for the QueueFull hint
         self._prepare_seconds: float | None = None  # moving average of reserve() blocks
+        self._estimate_error_s = 0.0  # 99th percentile of (answer time - estimate), see _learn
         self._inline_below_s = inline_below_s
         self._typical_seconds: float | None = None  # outlier-resistant average, see _record
 
@@ -149,6 +167,11 @@ class BatchScheduler:
     def queue_depth(self) -> int:
         """Requests waiting for an execution slot."""
         return len(self._queue)
+
+    @property
+    def estimate_error_s(self) -> float:
+        """The learnt 99th percentile of (answer time - estimate) added to latency estimates."""
+        return self._estimate_error_s
 
     @property
     def in_flight(self) -> int:
@@ -163,14 +186,19 @@ class BatchScheduler:
             raise ModelNotReady(f"model {self.name!r}: a stopped scheduler cannot be restarted")
 
     async def submit(
-        self, inputs: dict[str, Array], deadline: float | None = None, *, admitted: bool = False
+        self,
+        inputs: dict[str, Array],
+        deadline: float | None = None,
+        *,
+        admission: Admission | None = None,
     ) -> dict[str, Array]:
         """Queue one request and return its outputs, rows in the same order as its inputs.
 
         ``deadline`` is absolute, in ``clock()`` seconds; None uses the policy's
-        ``default_timeout_ms``. ``admitted``: the request passed ``reserve()`` just before, so
-        the capacity check is not repeated. Raises InvalidRequest (malformed or too many rows),
-        QueueFull, DeadlineExceeded, ModelNotReady (not started or stopping) or InferenceFailed.
+        ``default_timeout_ms``. ``admission``: what ``reserve()`` yielded just before; the
+        capacity check is then not repeated. Raises InvalidRequest (malformed or too many
+        rows), QueueFull, DeadlineExceeded, ModelNotReady (not started or stopping) or
+        InferenceFailed.
         """
         if self._state is not _State.RUNNING:
             raise ModelNotReady(
@@ -194,14 +222,14 @@ class BatchScheduler:
                 f"model {self.name!r}: the request's deadline had passed "
                 f"when it arrived; it was not computed"
             )
-        if not admitted:
+        if admission is None:
             self.check_capacity()
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
         request = _Request(inputs, rows, batch_key(inputs), now, deadline, future)
         self._queue.append(request)
         self._pump()
         try:
-            return await future
+            outputs = await future
         except asyncio.CancelledError:
             # The caller went away. Still queued: forget it so it is never computed. Already
             # dispatched: the batch finds its future cancelled and drops its rows.
@@ -210,17 +238,20 @@ class BatchScheduler:
                 self._queue.remove(request)
                 self._pump()
             raise
+        if admission is not None and admission.estimate_s is not None:
+            self._learn(time.perf_counter() - admission.started - admission.estimate_s)
+        return outputs
 
     @contextlib.contextmanager
-    def reserve(self) -> Iterator[None]:
+    def reserve(self) -> Iterator[Admission]:
         """Admit a request before its costly preparation (image decoding), or raise QueueFull at
         once. While prepared it counts as queued, so a burst cannot pile up unbounded work in
-        front of the queue; submit it right after the block, with ``admitted=True``."""
-        self.check_capacity(unprepared=True)
+        front of the queue; submit it right after the block, with the Admission yielded."""
+        estimate = self.check_capacity(unprepared=True)
         self._preparing += 1
         started = time.perf_counter()
         try:
-            yield
+            yield Admission(started, estimate)
         finally:
             self._preparing -= 1
         # Only successful preparations teach the estimate: a bad image fails fast.
@@ -228,10 +259,13 @@ class BatchScheduler:
         previous = self._prepare_seconds
         self._prepare_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
-    def check_capacity(self, *, unprepared: bool = False) -> None:
+    def check_capacity(self, *, unprepared: bool = False) -> float | None:
         """Raise QueueFull now if a submit would be refused: the queue (with the requests being
         prepared) is at ``max_queue_size``, or a new request would be answered later than
-        ``latency_budget_ms`` (counting its preparation when it is ``unprepared``)."""
+        ``latency_budget_ms`` (counting its preparation when it is ``unprepared``).
+
+        Returns the estimated answer time in seconds (before the learnt error is added), or
+        None without a latency budget or before a batch was timed."""
         waiting = len(self._queue) + self._preparing
         if waiting >= self.policy.max_queue_size:
             raise QueueFull(
@@ -239,16 +273,22 @@ class BatchScheduler:
                 retry_after_s=self._retry_after(),
             )
         budget_ms = self.policy.latency_budget_ms
-        if budget_ms is not None and (waiting or self._free_slots == 0):
-            latency = self._latency_s()
-            if latency is not None and unprepared and self._prepare_seconds is not None:
-                latency += self._prepare_seconds
-            if latency is not None and latency * 1000 > budget_ms:
-                raise QueueFull(
-                    f"model {self.name!r} would answer in about {latency * 1000:.0f} ms, over its "
-                    f"latency budget (latency_budget_ms {budget_ms:g}); retry later",
-                    retry_after_s=self._retry_after(),
-                )
+        if budget_ms is None:
+            return None
+        estimate = self._latency_s()
+        if estimate is None:
+            return None
+        if unprepared and self._prepare_seconds is not None:
+            estimate += self._prepare_seconds
+        latency = estimate + self._estimate_error_s
+        # With nothing queued and a free slot the request runs at once: no one to wait for.
+        if (waiting or self._free_slots == 0) and latency * 1000 > budget_ms:
+            raise QueueFull(
+                f"model {self.name!r} would answer in about {latency * 1000:.0f} ms, over its "
+                f"latency budget (latency_budget_ms {budget_ms:g}); retry later",
+                retry_after_s=self._retry_after(),
+            )
+        return estimate
 
     async def stop(self, *, drain: bool = True) -> None:
         """Stop accepting requests, then return once nothing is queued or computing.
@@ -458,6 +498,16 @@ class BatchScheduler:
         )
         if self._observer is not None:
             self._observer.batch_done(rows, requests, seconds)
+
+    def _learn(self, error_s: float) -> None:
+        """Track the 99th percentile of (answer time - estimate) without keeping samples: step
+        up 99 parts when an error lands above it, down 1 part when below, so that it settles
+        where 1 % of errors are above it (a Robbins-Monro quantile estimate). Steps of 1 ms
+        follow a change within a few hundred requests; the bound keeps one pathological stall
+        from closing the model for long."""
+        step = _ERROR_STEP_S * (0.99 if error_s > self._estimate_error_s else -0.01)
+        bound = (self.policy.latency_budget_ms or 0.0) / 1000
+        self._estimate_error_s = min(bound, max(-bound / 2, self._estimate_error_s + step))
 
     def _queue_wait_s(self) -> float | None:
         """How long the queued work takes to reach compute: recent compute time per batch ×
