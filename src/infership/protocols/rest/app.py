@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -52,9 +52,36 @@ def _guard(endpoint: Endpoint, route: str, access: Access) -> Endpoint:
         if request.app.state.dataplane.draining:
             # Kept-alive clients reconnect, and so reach a server that is not going away.
             response.headers["connection"] = "close"
+        if _closes_after(request, response):
+            await _discard_unread_body(request)
         return response
 
     return guarded
+
+
+def _closes_after(request: Request, response: Response) -> bool:
+    """Whether the connection is closed once this response is sent."""
+    tokens = f"{request.headers.get('connection', '')},{response.headers.get('connection', '')}"
+    return "close" in tokens.lower() or request.scope.get("http_version") == "1.0"
+
+
+async def _discard_unread_body(request: Request) -> None:
+    """Read what is left of the request body and drop it (up to ``max_body_bytes``).
+
+    Refusals are answered before the body is read (``DataPlane.admit``). On a kept-alive
+    connection the server skips the rest of the body as it arrives; but closing a socket with
+    unread data sends a TCP reset, which makes the client discard the answer it has not read
+    yet: it would see "connection reset" instead of our 503 and its Retry-After. So before a
+    close, the body is read first, as web servers do with a lingering close."""
+    settings: ServerSettings = request.app.state.settings
+    left = settings.http.max_body_bytes
+    try:
+        async for chunk in request.stream():
+            left -= len(chunk)
+            if left < 0:
+                return  # over the limit: the client was refused for that; no more reading
+    except (ClientDisconnect, RuntimeError):  # gone, or the body was already consumed
+        return
 
 
 async def _answer(endpoint: Endpoint, request: Request, access: Access) -> Response:
