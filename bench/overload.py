@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import socket
 import statistics
@@ -75,12 +74,10 @@ def _repository(folder: Path) -> Path:
     return repository
 
 
-def _start(repository: Path, port: int, cpus: set[int] | None) -> subprocess.Popen[bytes]:
+def _start(repository: Path, port: int) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "infership", "serve", str(repository), "--port", str(port),
             "--no-grpc", "--log-level", "warning"]  # fmt: skip
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if cpus is not None:
-        os.sched_setaffinity(server.pid, cpus)  # before it starts its threads: they inherit it
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -139,18 +136,10 @@ def _slice(
     }
 
 
-async def measure(
-    total_s: float, slice_s: float, capacity_s: float, pin: bool = False
-) -> dict[str, Any]:
-    server_cpus = None
-    if pin:
-        # As if on two machines: the server gets CPU 0, the generator CPU 1. The server's
-        # capacity halves, and so does the 3× load; the generator never waits for a core.
-        server_cpus = {0}
-        os.sched_setaffinity(0, {1})
+async def measure(total_s: float, slice_s: float, capacity_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         port = _free_port()
-        server = _start(_repository(Path(folder)), port, server_cpus)
+        server = _start(_repository(Path(folder)), port)
         try:
             url = f"http://127.0.0.1:{port}"
             target = HttpTarget(url, upload(IMAGE.read_bytes(), IMAGE.name), timeout_s=30)
@@ -180,12 +169,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "",
         f"Command: `{command}`. The example with `latency_budget_ms: {result['budget_ms']:g}`; "
         f"capacity {result['capacity_rps']:.1f} req/s (closed loop, c=16, image upload), then "
-        f"an open loop offering {result['offered_rps']:.1f} req/s."
-        + (
-            " The server is pinned to CPU 0 and the generator to CPU 1 (`--pin`)."
-            if result.get("pinned")
-            else " Server and generator share both CPUs."
-        ),
+        f"an open loop offering {result['offered_rps']:.1f} req/s. Server and generator "
+        "share the 2 CPUs.",
         "",
         "Client-side latencies (p50 / p99 ms) run from each request's due time; server-side "
         "ones from routing to response (the server's histogram).",
@@ -240,13 +225,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="3 s of overload, 1 s slices")
     parser.add_argument("--append", action="store_true", help="append to BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="write the result here too")
-    parser.add_argument(
-        "--pin", action="store_true", help="server on CPU 0, generator on CPU 1 (needs 2 CPUs)"
-    )
     args = parser.parse_args()
     total, step, capacity_s = (3.0, 1.0, 2.0) if args.smoke else (args.seconds, args.slice, 10.0)
-    result = asyncio.run(measure(total, step, capacity_s, args.pin))
-    result["pinned"] = args.pin
+    result = asyncio.run(measure(total, step, capacity_s))
     text = markdown(result, " ".join(["python", "bench/overload.py", *sys.argv[1:]]))
     print(text)
     if args.json:
