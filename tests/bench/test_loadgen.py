@@ -20,9 +20,11 @@ Behaviour = Callable[[int], Awaitable[int | None]]
 class TinyServer:
     url: str
     bodies: list[bytes] = field(default_factory=list)
+    connections: int = 0
 
 
 async def _serve(behaviour: Behaviour, server: TinyServer, reader, writer) -> None:  # type: ignore[no-untyped-def]
+    server.connections += 1
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -156,6 +158,21 @@ async def test_open_loop_charges_a_stall_to_every_request_due_during_it(tiny_ser
     assert len(slow) >= 15
     assert max(recording.latencies_s) >= 0.29
     assert recording.late_sends >= 15
+
+
+@pytest.mark.parametrize(("max_idle_s", "most"), [(0.03, None), (10.0, 2)])
+async def test_open_loop_retires_connections_idle_too_long(tiny_server, max_idle_s, most) -> None:  # type: ignore[no-untyped-def]
+    # 20 requests 100 ms apart: each connection sits idle 100 ms between them. Past
+    # max_idle_s it is closed and a fresh one opened (no reuse as the server may close it).
+    async with contextlib.asynccontextmanager(tiny_server)(answer_ok) as server:
+        target = HttpTarget(server.url, REQUEST)
+        load = Load(rate=10, duration_s=2, warmup_s=0, max_idle_s=max_idle_s)
+        recording = await loadgen.run(target, load)
+    assert len(recording.latencies_s) == 20
+    if most is None:
+        assert server.connections >= 20  # every request on a new connection
+    else:
+        assert server.connections <= most  # kept alive and reused
 
 
 async def test_warm_up_answers_are_not_counted(tiny_server) -> None:  # type: ignore[no-untyped-def]

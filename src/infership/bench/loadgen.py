@@ -44,6 +44,10 @@ class Load:
     duration_s: float = 10.0
     warmup_s: float = 1.0
     max_connections: int = 512
+    max_idle_s: float = 2.0
+    """Open loop: a connection idle longer is closed rather than reused. Servers close idle
+    kept-alive connections (uvicorn after 5 s); reusing one just as the server closes it
+    loses the request to a reset, an error of the client's making (the keep-alive race)."""
 
     def __post_init__(self) -> None:
         if (self.concurrency is None) == (self.rate is None):
@@ -185,20 +189,21 @@ async def _reconnect(target: Target, recorder: _Recorder, now: float) -> Connect
 class _Pool:
     """Idle connections for the open loop; opens new ones up to a cap, then makes callers wait."""
 
-    def __init__(self, target: Target, first: Connection, cap: int) -> None:
+    def __init__(self, target: Target, first: Connection, cap: int, max_idle_s: float) -> None:
         self._target = target
-        self._idle = [first]
+        self._idle = [(first, time.monotonic())]  # with when each was released
         self._open = 1
         self._cap = cap
+        self._max_idle_s = max_idle_s
         self._waiters: list[asyncio.Future[Connection | None]] = []
 
     async def acquire(self) -> Connection:
         while True:
             while self._idle:
-                idle = self._idle.pop()
-                if idle.reusable:
+                idle, since = self._idle.pop()
+                if idle.reusable and time.monotonic() - since <= self._max_idle_s:
                     return idle
-                self._open -= 1  # the server closed it while it sat idle
+                self._open -= 1  # closed by the server while idle, or idle for too long
                 await idle.close()
             if self._open < self._cap:
                 self._open += 1
@@ -225,17 +230,17 @@ class _Pool:
                 waiter.set_result(handed)
                 return
         if handed is not None:
-            self._idle.append(handed)
+            self._idle.append((handed, time.monotonic()))
 
     async def close(self) -> None:
-        for connection in self._idle:
+        for connection, _ in self._idle:
             await connection.close()
         self._idle.clear()
 
 
 async def _open_loop(target: Target, first: Connection, load: Load, recorder: _Recorder) -> None:
     assert load.rate is not None
-    pool = _Pool(target, first, load.max_connections)
+    pool = _Pool(target, first, load.max_connections, load.max_idle_s)
     start = recorder.measure_from - load.warmup_s
 
     async def one(due: float) -> None:
