@@ -163,6 +163,22 @@ def tensor_from_list(name: str, datatype: str, shape: Sequence[int], data: Any) 
         flat = _bytes_from_list(name, data)
     else:
         flat = _numbers_from_list(name, datatype, data)
+    return _shaped(name, flat, dims)
+
+
+def tensor_from_numbers(name: str, datatype: str, shape: Sequence[int], numbers: Array) -> Array:
+    """Build a tensor from a flat JSON number array already parsed into numpy (float64 for
+    any JSON numbers, int64 or uint64 for JSON integers), with the checks of tensor_from_list.
+
+    >>> tensor_from_numbers("x", "INT8", [2], np.array([1, -2]))
+    array([ 1, -2], dtype=int8)
+    """
+    dims = check_shape(name, shape)
+    target = _dtype(name, datatype)
+    return _shaped(name, _cast_numbers(name, datatype, target, numbers), dims)
+
+
+def _shaped(name: str, flat: Array, dims: tuple[int, ...]) -> Array:
     if flat.size != math.prod(dims):
         raise InvalidRequest(
             f"input {name!r}: data has {flat.size} elements but shape {list(dims)}"
@@ -210,23 +226,32 @@ def _numbers_from_list(name: str, datatype: str, data: list[Any]) -> Array:
         inferred = np.array(data)
     except (ValueError, TypeError):
         raise InvalidRequest(f"input {name!r}: data is ragged or holds non-numbers") from None
-    kinds = _JSON_KINDS[target.kind]
     if inferred.dtype.kind == "f" and target.kind in "iu":
         # Ints on both sides of the int64 range (0 and 2**64 - 1) infer as float64;
-        # keep them as Python ints so the range check below stays exact.
-        inferred, kinds = _exact_integers(name, datatype, data), "O"
-    if inferred.size and inferred.dtype.kind not in kinds:
+        # keep them as Python ints so the range check stays exact.
+        exact = _exact_integers(name, datatype, data)
+        return _cast_numbers(name, datatype, target, exact, kinds="O")
+    return _cast_numbers(name, datatype, target, inferred)
+
+
+def _cast_numbers(
+    name: str, datatype: str, target: np.dtype[Any], numbers: Array, kinds: str | None = None
+) -> Array:
+    """Check JSON-parsed ``numbers`` against ``datatype`` (numpy kinds, integer range) and
+    convert them; ``kinds`` overrides the kinds the target accepts."""
+    kinds = kinds or _JSON_KINDS[target.kind]
+    if numbers.size and numbers.dtype.kind not in kinds:
         words = _JSON_WORDS.get(target.kind, "numbers")
         raise InvalidRequest(f"input {name!r}: {datatype} data must be JSON {words}")
-    if target.kind in "iu" and inferred.size:
+    if target.kind in "iu" and numbers.size:
         info = np.iinfo(target.name)
-        if int(inferred.min()) < info.min or int(inferred.max()) > info.max:
+        if int(numbers.min()) < info.min or int(numbers.max()) > info.max:
             raise InvalidRequest(
                 f"input {name!r}: {datatype} data out of range [{info.min}, {info.max}]"
             )
     # FP16/FP32 overflow to inf like an IEEE cast would; numpy would also warn.
     with np.errstate(over="ignore"):
-        return inferred.astype(target, copy=False).reshape(-1)
+        return numbers.astype(target, copy=False).reshape(-1)
 
 
 def _exact_integers(name: str, datatype: str, data: list[Any]) -> Array:

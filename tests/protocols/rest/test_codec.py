@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import struct
 import zlib
 from typing import Any
@@ -14,6 +15,7 @@ import tritonclient.http as triton
 from tritonclient.http._utils import _get_inference_request
 
 from infership.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from infership.protocols.rest import codec
 from infership.protocols.rest.codec import (
     HEADER_LENGTH,
     compress_body,
@@ -425,6 +427,72 @@ def test_bad_requests_are_rejected(
         decode(body, header=header, content_encoding=encoding)
     assert type(caught.value) is error
     assert message in str(caught.value)
+
+
+# Large JSON tensors: numbers parsed straight into numpy (simdjson), not through Python lists.
+
+LARGE = 20_000  # elements: well over the 64 KiB from which the numbers go straight to numpy
+
+LARGE_TENSORS = {
+    "FP32": np.random.default_rng(1).standard_normal(LARGE).astype(np.float32),
+    "FP16": np.linspace(-65504, 65504, LARGE).astype(np.float16),
+    "FP64": np.random.default_rng(2).standard_normal(LARGE),
+    "INT8": np.resize(np.array([-128, 0, 127], dtype=np.int8), LARGE),
+    "INT64": np.resize(np.array([-(2**63), 0, 2**63 - 1], dtype=np.int64), LARGE),
+    "UINT32": np.resize(np.array([0, 2**32 - 1], dtype=np.uint32), LARGE),
+    "UINT64": np.resize(np.array([0, 2**64 - 1], dtype=np.uint64), LARGE),
+}
+
+
+def tensor_body(datatype: str, shape: list[int], data: Any) -> bytes:
+    doc = {"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]}
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+@pytest.mark.parametrize("datatype", sorted(LARGE_TENSORS))
+def test_large_json_tensors_go_straight_to_numpy_exactly(
+    datatype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_lists(*args: Any) -> Array:
+        raise AssertionError("a large flat JSON tensor went through Python lists")
+
+    monkeypatch.setattr(codec, "tensor_from_list", no_lists)
+    array = LARGE_TENSORS[datatype]
+    got = decode(tensor_body(datatype, [2, LARGE // 2], array)).inputs["x"]
+    assert got.dtype == array.dtype
+    assert got.shape == (2, LARGE // 2)
+    assert got.tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("INT8", [1] * (LARGE - 1) + [128], "INT8 data out of range [-128, 127]"),
+        ("UINT8", [1] * (LARGE - 1) + [-1], "UINT8 data out of range [0, 255]"),
+        ("INT32", [1] * (LARGE - 1) + [1.5], "INT32 data must be JSON integers"),
+        ("FP32", [1.0] * (LARGE - 1) + ["1"], "FP32 data must be JSON numbers"),
+        ("FP32", [[1.0] * (LARGE - 1), [2.0]], "data is ragged or holds non-numbers"),
+        ("FP32", [1.0] * (LARGE + 1), f"data has {LARGE + 1} elements but shape"),
+    ],
+    ids=["int-out-of-range", "negative-unsigned", "float-in-int", "string", "ragged", "count"],
+)
+def test_large_json_tensors_are_checked_like_small_ones(
+    datatype: str, data: list[Any], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        decode(tensor_body(datatype, [LARGE], data))
+
+
+def test_large_nested_json_tensor_is_accepted() -> None:
+    array = LARGE_TENSORS["FP32"].reshape(100, -1)
+    got = decode(tensor_body("FP32", list(array.shape), array.tolist())).inputs["x"]
+    assert got.tobytes() == array.tobytes()
+
+
+def test_large_invalid_json_names_the_problem() -> None:
+    body = tensor_body("FP32", [LARGE], [1.0] * LARGE)[:-3]
+    with pytest.raises(InvalidRequest, match="request body is not valid JSON"):
+        decode(body)
 
 
 # --- responses -----------------------------------------------------------------------------
