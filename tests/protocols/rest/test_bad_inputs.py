@@ -159,17 +159,17 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
     ("gzip-bomb", "POST", INFER, {"Content-Encoding": "gzip"}, gzip.compress(bytes(9 * MIB)), 413,
      "decompressed request body is over the limit"),
     ("more-images-than-the-limit", "POST", INFER, *_binary([_images(65)]), 413,
-     "holds 65 images; model 'efficientnet-lite0' takes at most 8"),
-    # max_batch_size (8) caps the images of one request below max_images_per_request (64).
+     "holds 65 images; model 'efficientnet-lite0' takes at most 4"),
+    # max_batch_size (4) caps the images of one request below max_images_per_request (64).
     ("too-many-dimensions", "POST", INFER, *_binary([_fp32([1] * 40)]), 400,
      "40 dimensions"),
     ("many-duplicate-input-names", "POST", INFER,
      *_json({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}] * 20000}),
      400, "duplicate input names"),
-    ("more-images-than-max-batch-size", "POST", INFER, *_binary([_images(9, CHELSEA)]), 413,
-     "takes at most 8 per request"),
-    ("more-rows-than-max-batch-size", "POST", INFER, *_binary([_fp32([9, 3, 224, 224])]), 413,
-     "takes at most 8 rows per request"),
+    ("more-images-than-max-batch-size", "POST", INFER, *_binary([_images(5, CHELSEA)]), 413,
+     "takes at most 4 per request"),
+    ("more-rows-than-max-batch-size", "POST", INFER, *_binary([_fp32([5, 3, 224, 224])]), 413,
+     "takes at most 4 rows per request"),
     ("predict-more-files-than-the-limit", "POST", "/predict", *_multipart_files(65), 413,
      "Too many files"),
     # str.isdigit() accepts "²" and numbers int() refuses to parse: these must not be 500s.
