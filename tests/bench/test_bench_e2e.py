@@ -127,6 +127,9 @@ def test_suite_smoke_mode_runs_every_part(tmp_path: Path) -> None:
         "grpc",
     }
     assert any(r["mode"] == "open" for r in data["ours"]["runs"])
+    by_payload = data["ours"]["peak_rss_mb_by_payload"]
+    assert set(by_payload) == {"upload", "oip-binary", "oip-json", "grpc"}
+    assert 0 < max(by_payload.values()) <= data["ours"]["peak_rss_mb"]
     assert all(r["ok"] > 0 and not r["errors"] for r in data["trivial"]["runs"])
     assert "### Targets from this run" in result.stdout
 
