@@ -74,6 +74,8 @@ class Process:
             stderr=self.stderr, start_new_session=True,
         )  # fmt: skip
         self.peak_rss_mb = 0.0
+        self._window_peak_rss_mb = 0.0
+        self._peaks = threading.Lock()
         self._sampling = False
         try:
             self.cold_start_s = _wait_ready(self.popen, ready_url, began)
@@ -94,12 +96,21 @@ class Process:
 
         def sample() -> None:
             while self._sampling:
-                self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+                rss = self.rss_mb()
+                with self._peaks:
+                    self.peak_rss_mb = max(self.peak_rss_mb, rss)
+                    self._window_peak_rss_mb = max(self._window_peak_rss_mb, rss)
                 time.sleep(0.25)
 
         thread = threading.Thread(target=sample, daemon=True)
         thread.start()
         return thread
+
+    def new_window(self) -> float:
+        """Start a new window of RSS sampling; returns the peak of the window it ends."""
+        with self._peaks:
+            peak, self._window_peak_rss_mb = self._window_peak_rss_mb, 0.0
+        return peak
 
     def stop(self) -> None:
         self._end()
@@ -312,11 +323,9 @@ def ours(plan: Plan) -> dict[str, Any]:
     try:
         for payload, target in http_targets(url, grpc_url, EXAMPLE).items():
             _log(f"infership: {payload}")
-            before = server.peak_rss_mb
-            server.peak_rss_mb = 0.0  # this payload's own peak; the overall one is kept below
+            server.new_window()
             runs += measure(target, payload, closed(plan), server.popen.pid)
-            rss_by_payload[payload] = server.peak_rss_mb
-            server.peak_rss_mb = max(before, server.peak_rss_mb)
+            rss_by_payload[payload] = server.new_window()
         saturation = max(r["throughput_rps"] for r in runs if r["payload"] == "upload")
         sweep = [Load(rate=round(f * saturation, 1), duration_s=plan.duration,
                       warmup_s=plan.warmup) for f in plan.sweep]  # fmt: skip
