@@ -29,6 +29,10 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted, after decompression. Larger bodies get 413."""
 
+    body_memory_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024)
+    """Bytes of large request bodies (64 KiB and up) read and decoded at once; the others wait,
+    held back by TCP flow control. Bounds memory under many concurrent large JSON bodies."""
+
     max_concurrency: int = Field(256, ge=1)
     """Open connections and tasks beyond which new requests get 503 at once (bounds memory)."""
 

@@ -22,6 +22,7 @@ from infership.metrics import Metrics
 from infership.observability.access import RequestContextMiddleware
 from infership.observability.tracing import Tracing
 from infership.protocols.rest import routes
+from infership.protocols.rest.body import BodyBudget
 from infership.protocols.rest.errors import headers_for, status_for
 from infership.settings import ServerSettings
 
@@ -161,4 +162,5 @@ def create_rest_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.policy = policy or AccessPolicy(settings.auth)
+    app.state.body_budget = BodyBudget(settings.http.body_memory_bytes)
     return app

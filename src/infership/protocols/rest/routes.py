@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from infership import web
@@ -20,6 +20,7 @@ from infership.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from infership.protocols.rest.body import BodyBudget, declared_length, read_body
 from infership.protocols.rest.codec import (
     compress_body,
     decode_infer_request,
@@ -48,29 +49,14 @@ def _settings(request: Request) -> ServerSettings:
     return settings
 
 
+def _budget(request: Request) -> BodyBudget:
+    budget: BodyBudget = request.app.state.body_budget
+    return budget
+
+
 def _version(request: Request) -> str | None:
     version: str | None = request.path_params.get("version")
     return version
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before and while reading."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
-    chunks = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnected("the client closed the connection while sending") from None
-    body = b"".join(chunks)
-    request._body = body  # later request.form() parses the body we already hold
-    return body
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -154,16 +140,19 @@ async def model_metadata(request: Request) -> Response:
 async def infer(request: Request) -> Response:
     settings = _settings(request)
     _plane(request).admit(request.path_params["name"], _version(request))
-    body = await read_body(request, settings.http.max_body_bytes)
-    decode = functools.partial(
-        decode_infer_request,
-        body,
-        header_length=request.headers.get("inference-header-content-length"),
-        content_encoding=request.headers.get("content-encoding"),
-        max_body_bytes=settings.http.max_body_bytes,
-    )
-    # Parsing a large JSON tensor takes milliseconds per megabyte: keep it off the event loop.
-    inference = decode() if len(body) < _INLINE_DECODE_BYTES else await asyncio.to_thread(decode)
+    async with _budget(request).hold(declared_length(request)):
+        body = await read_body(request, settings.http.max_body_bytes)
+        decode = functools.partial(
+            decode_infer_request,
+            body,
+            header_length=request.headers.get("inference-header-content-length"),
+            content_encoding=request.headers.get("content-encoding"),
+            max_body_bytes=settings.http.max_body_bytes,
+        )
+        # Parsing a large JSON tensor takes milliseconds per megabyte: off the event loop.
+        small = len(body) < _INLINE_DECODE_BYTES
+        inference = decode() if small else await asyncio.to_thread(decode)
+        del body, decode  # a JSON body is several times its tensor: free it before computing
     result = await until_disconnected(
         request, _plane(request).infer(request.path_params["name"], _version(request), inference)
     )
@@ -179,7 +168,8 @@ async def predict(request: Request) -> Response:
     plane = _plane(request)
     name = request.path_params.get("name") or _default_model(plane)
     plane.admit(name, _version(request))
-    images, filenames = await _uploaded_images(request)
+    async with _budget(request).hold(declared_length(request)):
+        images, filenames = await _uploaded_images(request)
     top_k = _top_k(request.query_params.get("top_k"))
     result = await until_disconnected(
         request, plane.classify(name, _version(request), images, top_k)
@@ -228,7 +218,7 @@ async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | No
             f"content type {content_type or '(none)'!r} is not an image upload; send "
             "multipart/form-data (curl -F img=@cat.jpg) or an image/* body"
         )
-    await read_body(request, settings.http.max_body_bytes)
+    request._body = await read_body(request, settings.http.max_body_bytes)  # form() parses it
     limit = settings.limits.max_images_per_request
     try:
         form = await request.form(max_files=limit, max_fields=limit)
