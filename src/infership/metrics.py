@@ -74,12 +74,25 @@ class Metrics:
             ("method", "route", "status"), buckets=_LATENCY, registry=r,
         )  # fmt: skip
 
+        self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
         self.drain_started: float | None = None
         """``time.monotonic()`` when the drain began; None while serving normally."""
         Gauge(
             "infership_drain_seconds", "Seconds since SIGTERM started the drain; 0 while serving.",
             registry=r,
         ).set_function(self._drain_seconds)  # fmt: skip
+
+    def http_answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one HTTP answer. ``route`` is a template, never a raw path."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:  # labels() takes a lock and builds a tuple: once per key
+            labels = (method, route, str(status))
+            children = self.http_requests.labels(*labels), self.http_request_seconds.labels(*labels)
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def model(self, name: str, version: str) -> ModelMetrics:
         return ModelMetrics(self, name, version)

@@ -1,4 +1,5 @@
-"""The REST application: the route table and the one place errors become responses."""
+"""The REST application: the route table, every endpoint guarded (access, errors, metrics), and
+the infer route answering in front of the router."""
 
 from __future__ import annotations
 
@@ -10,20 +11,20 @@ from collections.abc import Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from infership import web
 from infership.auth.policy import Access, AccessPolicy, bearer_token
 from infership.dataplane import DataPlane
-from infership.errors import InfershipError
 from infership.metrics import Metrics
 from infership.observability.access import RequestContextMiddleware
 from infership.observability.tracing import Tracing
 from infership.protocols.rest import routes
-from infership.protocols.rest.body import BodyBudget
-from infership.protocols.rest.errors import headers_for, status_for
+from infership.protocols.rest.body import BodyBudget, discard_unread
+from infership.protocols.rest.errors import closes_after, error_answer
+from infership.protocols.rest.infer import InferEndpoint
 from infership.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -31,81 +32,42 @@ log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
-    response = routes.json_response({"error": message}, status)
-    response.headers.update(headers or {})
-    return response
-
-
 def _guard(endpoint: Endpoint, route: str, access: Access) -> Endpoint:
-    """Admit the caller for ``access`` (key, scope, rate), turn our errors into
-    ``{"error": ...}`` answers (anything else is a logged 500), and count and time every
-    answer by route template and status."""
+    """Admit the caller for ``access`` (key, scope, rate), turn every failure into an answer
+    (``errors.error_answer``), and count and time every answer by route template and status."""
 
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
         started = time.perf_counter()
-        response = await _answer(endpoint, request, access)
+        try:
+            policy: AccessPolicy = request.app.state.policy
+            token = bearer_token(request.headers.get("authorization"))
+            policy.admit(access, token, request.client.host if request.client else None)
+            response = await endpoint(request)
+        except Exception as exc:
+            status, body, headers = error_answer(exc, request.method, request.url.path)
+            response = Response(body, status, headers)
         metrics: Metrics = request.app.state.metrics
-        labels = (request.method, route, str(response.status_code))
-        metrics.http_requests.labels(*labels).inc()
-        metrics.http_request_seconds.labels(*labels).observe(time.perf_counter() - started)
+        metrics.http_answered(
+            request.method, route, response.status_code, time.perf_counter() - started
+        )
         if request.app.state.dataplane.draining:
             # Kept-alive clients reconnect, and so reach a server that is not going away.
             response.headers["connection"] = "close"
-        if _closes_after(request, response):
-            await _discard_unread_body(request)
+        connection = request.headers.get("connection")
+        if closes_after(connection, response.headers, request.scope.get("http_version")):
+            settings: ServerSettings = request.app.state.settings
+            await discard_unread(request, settings.http.max_body_bytes)
         return response
 
     return guarded
 
 
-def _closes_after(request: Request, response: Response) -> bool:
-    """Whether the connection is closed once this response is sent."""
-    tokens = f"{request.headers.get('connection', '')},{response.headers.get('connection', '')}"
-    return "close" in tokens.lower() or request.scope.get("http_version") == "1.0"
-
-
-async def _discard_unread_body(request: Request) -> None:
-    """Read what is left of the request body and drop it (up to ``max_body_bytes``).
-
-    Refusals are answered before the body is read (``DataPlane.admit``). On a kept-alive
-    connection the server skips the rest of the body as it arrives; but closing a socket with
-    unread data sends a TCP reset, which makes the client discard the answer it has not read
-    yet: it would see "connection reset" instead of our 503 and its Retry-After. So before a
-    close, the body is read first, as web servers do with a lingering close."""
-    settings: ServerSettings = request.app.state.settings
-    left = settings.http.max_body_bytes
-    try:
-        async for chunk in request.stream():
-            left -= len(chunk)
-            if left < 0:
-                return  # over the limit: the client was refused for that; no more reading
-    except (ClientDisconnect, RuntimeError):  # gone, or the body was already consumed
-        return
-
-
-async def _answer(endpoint: Endpoint, request: Request, access: Access) -> Response:
-    try:
-        policy: AccessPolicy = request.app.state.policy
-        token = bearer_token(request.headers.get("authorization"))
-        policy.admit(access, token, request.client.host if request.client else None)
-        return await endpoint(request)
-    except InfershipError as exc:
-        status = status_for(exc)
-        if status != 500:
-            return _error(exc.message, status, headers_for(exc))
-        # Operator errors carry paths and library messages: log them, don't send them.
-        log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return _error(f"{type(exc).__name__}: the server failed; see its log", status)
-    except Exception:
-        log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-        return _error("internal server error; see the server log", 500)
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return _error(str(exc.detail), exc.status_code, dict(exc.headers or {}))
+    response = routes.json_response({"error": str(exc.detail)}, exc.status_code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _routes() -> list[Route]:
@@ -117,11 +79,9 @@ def _routes() -> list[Route]:
         ("/v2/health/ready", routes.ready, get, Access.HEALTH),
         ("/v2/models/{name}", routes.model_metadata, get, Access.INFER),
         ("/v2/models/{name}/ready", routes.model_ready, get, Access.HEALTH),
-        ("/v2/models/{name}/infer", routes.infer, post, Access.INFER),
         ("/v2/models/{name}/predict", routes.predict, post, Access.INFER),
         ("/v2/models/{name}/versions/{version}", routes.model_metadata, get, Access.INFER),
         ("/v2/models/{name}/versions/{version}/ready", routes.model_ready, get, Access.HEALTH),
-        ("/v2/models/{name}/versions/{version}/infer", routes.infer, post, Access.INFER),
         ("/v2/models/{name}/versions/{version}/predict", routes.predict, post, Access.INFER),
         ("/v2/repository/index", routes.repository_index, post, Access.ADMIN),
         ("/v2/repository/models/{name}/load", routes.load_model, post, Access.ADMIN),
@@ -136,11 +96,27 @@ def _routes() -> list[Route]:
     ]
 
 
-def _middleware(settings: ServerSettings) -> list[Middleware]:
+def _middleware(
+    dataplane: DataPlane,
+    settings: ServerSettings,
+    metrics: Metrics,
+    policy: AccessPolicy,
+    budget: BodyBudget,
+) -> list[Middleware]:
     observability = settings.observability
     tracing = Tracing.if_configured() if observability.tracing else None
     return [
-        Middleware(RequestContextMiddleware, access_log=observability.access_log, tracing=tracing)
+        Middleware(RequestContextMiddleware, access_log=observability.access_log, tracing=tracing),
+        # The infer route answers in front of the router (see infer.py); the request id, the
+        # access log and tracing still wrap it.
+        Middleware(
+            InferEndpoint,
+            dataplane=dataplane,
+            settings=settings,
+            metrics=metrics,
+            policy=policy,
+            budget=budget,
+        ),
     ]
 
 
@@ -153,14 +129,16 @@ def create_rest_app(
     """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics.
     ``policy`` defaults to one built from ``settings.auth``."""
     page: list[BaseRoute] = web.routes() if settings.observability.web_page else []
+    policy = policy or AccessPolicy(settings.auth)
+    budget = BodyBudget(settings.http.body_memory_bytes)
     app = Starlette(
         routes=[*_routes(), *page],
-        middleware=_middleware(settings),
+        middleware=_middleware(dataplane, settings, metrics, policy, budget),
         exception_handlers={HTTPException: _http_error},
     )
     app.state.dataplane = dataplane
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.policy = policy or AccessPolicy(settings.auth)
-    app.state.body_budget = BodyBudget(settings.http.body_memory_bytes)
+    app.state.policy = policy
+    app.state.body_budget = budget
     return app

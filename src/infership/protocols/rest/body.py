@@ -24,17 +24,16 @@ SMALL_BODY_BYTES = 64 * 1024
 fastest path would cost more than their bytes (256 connections × 64 KiB is 16 MiB at most)."""
 
 
-def declared_length(request: Request) -> int | None:
-    """The body size from ``Content-Length``, or None (chunked, or not a number)."""
-    declared = request.headers.get("content-length")
-    if declared is None or not (declared.isascii() and declared.isdigit()):
+def content_length(header: str | bytes | None) -> int | None:
+    """The body size a ``Content-Length`` value declares, or None (absent, or not a number)."""
+    if header is None or not (header.isascii() and header.isdigit()):
         return None
-    return int(declared)
+    return int(header)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) anything over ``limit`` bytes before and while reading."""
-    declared = declared_length(request)
+    declared = content_length(request.headers.get("content-length"))
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
     chunks = []
@@ -48,6 +47,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ClientDisconnected("the client closed the connection while sending") from None
     return b"".join(chunks)
+
+
+async def discard_unread(request: Request, limit: int) -> None:
+    """Read what is left of the request body and drop it (up to ``limit`` bytes).
+
+    Refusals are answered before the body is read (``DataPlane.admit``). On a kept-alive
+    connection the server skips the rest of the body as it arrives; but closing a socket with
+    unread data sends a TCP reset, which makes the client discard the answer it has not read
+    yet: it would see "connection reset" instead of our 503 and its Retry-After. So before a
+    close, the body is read first, as web servers do with a lingering close."""
+    left = limit
+    try:
+        async for chunk in request.stream():
+            left -= len(chunk)
+            if left < 0:
+                return  # over the limit: the client was refused for that; no more reading
+    except (ClientDisconnect, RuntimeError):  # gone, or the body was already consumed
+        return
 
 
 class BodyBudget:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 
 from infership import errors
+from infership.protocols.rest.codec import encode_json
+
+log = logging.getLogger(__name__)
 
 STATUS: dict[type[Exception], int] = {
     errors.InvalidRequest: 400,
@@ -43,3 +48,38 @@ def headers_for(exc: Exception) -> dict[str, str]:
     if isinstance(exc, errors.ModelNotReady):
         return {"Retry-After": "1"}
     return {}
+
+
+def error_answer(exc: Exception, method: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """The status, ``{"error": ...}`` body and headers answering ``exc``.
+
+    Our errors say what the client got wrong, and are sent as they are. Operator errors (500)
+    carry paths and library messages: they are logged, not sent. Anything else is a bug: logged
+    with its traceback, answered as a plain 500."""
+    if isinstance(exc, errors.InfershipError):
+        status = status_for(exc)
+        if status != 500:
+            return status, _body(exc.message), {**_json(), **headers_for(exc)}
+        log.error("%s %s failed: %s", method, path, exc)
+        return status, _body(f"{type(exc).__name__}: the server failed; see its log"), _json()
+    log.error("%s %s failed unexpectedly", method, path, exc_info=exc)
+    return 500, _body("internal server error; see the server log"), _json()
+
+
+def _body(message: str) -> bytes:
+    return encode_json({"error": message})
+
+
+def _json() -> dict[str, str]:
+    return {"Content-Type": "application/json"}  # a new dict: callers add headers to it
+
+
+def closes_after(
+    request_connection: str | None, response_headers: Mapping[str, str], http_version: str | None
+) -> bool:
+    """Whether the connection is closed once this response is sent."""
+    response_connection = next(
+        (v for k, v in response_headers.items() if k.lower() == "connection"), ""
+    )
+    tokens = f"{request_connection or ''},{response_connection}"
+    return "close" in tokens.lower() or http_version == "1.0"

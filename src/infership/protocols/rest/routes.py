@@ -1,9 +1,10 @@
-"""REST endpoints: parse the request, call the data plane, encode the answer. Nothing else."""
+"""REST endpoints: parse the request, call the data plane, encode the answer. Nothing else.
+
+The infer route, the hottest, is plain ASGI in ``infer.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -20,17 +21,11 @@ from infership.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from infership.protocols.rest.body import BodyBudget, declared_length, read_body
-from infership.protocols.rest.codec import (
-    compress_body,
-    decode_infer_request,
-    encode_infer_response,
-    encode_json,
-)
+from infership.protocols.rest.body import BodyBudget, content_length, read_body
+from infership.protocols.rest.codec import encode_json
 from infership.protocols.rest.openapi import OPENAPI
 from infership.settings import ServerSettings
 
-_INLINE_DECODE_BYTES = 256 * 1024
 T = TypeVar("T")
 JSON = "application/json"  # exactly this: kserve's client drops messages for "...; charset=utf-8"
 
@@ -137,38 +132,12 @@ async def model_metadata(request: Request) -> Response:
     )
 
 
-async def infer(request: Request) -> Response:
-    settings = _settings(request)
-    _plane(request).admit(request.path_params["name"], _version(request))
-    async with _budget(request).hold(declared_length(request)):
-        body = await read_body(request, settings.http.max_body_bytes)
-        decode = functools.partial(
-            decode_infer_request,
-            body,
-            header_length=request.headers.get("inference-header-content-length"),
-            content_encoding=request.headers.get("content-encoding"),
-            max_body_bytes=settings.http.max_body_bytes,
-        )
-        # Parsing a large JSON tensor takes milliseconds per megabyte: off the event loop.
-        small = len(body) < _INLINE_DECODE_BYTES
-        inference = decode() if small else await asyncio.to_thread(decode)
-        del body, decode  # a JSON body is several times its tensor: free it before computing
-    result = await until_disconnected(
-        request, _plane(request).infer(request.path_params["name"], _version(request), inference)
-    )
-    payload, headers = encode_infer_response(result, inference)
-    payload, encoding = compress_body(payload, request.headers.get("accept-encoding"))
-    if encoding is not None:
-        headers["Content-Encoding"] = encoding
-    return Response(payload, headers=headers)
-
-
 async def predict(request: Request) -> Response:
     """Classic upload: ``curl -F img=@cat.jpg`` or a raw ``image/*`` body → top-k as JSON."""
     plane = _plane(request)
     name = request.path_params.get("name") or _default_model(plane)
     plane.admit(name, _version(request))
-    async with _budget(request).hold(declared_length(request)):
+    async with _budget(request).hold(content_length(request.headers.get("content-length"))):
         images, filenames = await _uploaded_images(request)
     top_k = _top_k(request.query_params.get("top_k"))
     result = await until_disconnected(
