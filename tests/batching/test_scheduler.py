@@ -787,3 +787,22 @@ async def test_a_failing_batch_on_the_event_loop_thread_fails_only_its_requests(
     assert isinstance(failed.value.__cause__, RuntimeError)
     assert scheduler.in_flight == 0
     assert (await scheduler.submit(row(3)))["y"].tolist() == [[6, 6]]
+
+
+def _drop_a_row_on_minus_one(inputs: Inputs) -> Inputs:
+    outputs = double(inputs)
+    return {"y": outputs["y"][1:]} if (inputs["x"] == -1).any() else outputs
+
+
+async def test_a_fast_model_returning_too_few_rows_fails_that_request_on_the_loop_thread(
+    make: Make,
+) -> None:
+    model = ThreadRecorder(_drop_a_row_on_minus_one)
+    scheduler = await make(model, inline_below_s=0.05)
+    for i in range(40):
+        await scheduler.submit(row(i))
+    assert model.threads[-1] == threading.get_ident()
+    with pytest.raises(InferenceFailed, match="do not match its batch of 2 rows"):
+        await scheduler.submit(row(-1, rows=2))
+    assert scheduler.in_flight == 0
+    assert (await scheduler.submit(row(3)))["y"].tolist() == [[6, 6]]

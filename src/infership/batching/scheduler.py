@@ -224,12 +224,52 @@ class BatchScheduler:
             )
         if admission is None:
             self.check_capacity()
+        if self._computes_now(rows):
+            outputs = self._compute_now(inputs, rows)
+        else:
+            outputs = await self._queued(inputs, rows, now, deadline)
+        if admission is not None and admission.estimate_s is not None:
+            self._learn(time.perf_counter() - admission.started - admission.estimate_s)
+        return outputs
+
+    def _computes_now(self, rows: int) -> bool:
+        """Whether ``_pump`` would compute a request arriving now at once, on the loop: nothing
+        queued, a slot free, a model fast enough to compute inline, no company worth waiting
+        for. Then it is computed without going through the queue (no future, no pump)."""
+        return (
+            not self._queue
+            and self._free_slots > 0
+            and self._computes_inline()
+            and (rows >= self._worth_waiting_for or self._delay_s <= 0)
+        )
+
+    def _compute_now(self, inputs: dict[str, Array], rows: int) -> dict[str, Array]:
+        """``_run_inline`` for one request that never queued: same metrics, same errors."""
+        if self._observer is not None:
+            self._observer.queue_wait(0.0)
+        self._in_flight += 1
+        try:
+            outputs, seconds = self._compute([inputs])
+        except Exception as exc:
+            raise InferenceFailed(self._failed_message(rows, 1, exc)) from exc
+        finally:
+            self._in_flight -= 1
+        try:
+            (part,) = split(outputs, [rows])
+        except Exception as exc:
+            raise InferenceFailed(self._mismatch_message(rows, exc)) from exc
+        self._record(rows, 1, seconds)
+        return part
+
+    async def _queued(
+        self, inputs: dict[str, Array], rows: int, now: float, deadline: float | None
+    ) -> dict[str, Array]:
         future: asyncio.Future[dict[str, Array]] = asyncio.get_running_loop().create_future()
         request = _Request(inputs, rows, batch_key(inputs), now, deadline, future)
         self._queue.append(request)
         self._pump()
         try:
-            outputs = await future
+            return await future
         except asyncio.CancelledError:
             # The caller went away. Still queued: forget it so it is never computed. Already
             # dispatched: the batch finds its future cancelled and drops its rows.
@@ -238,9 +278,6 @@ class BatchScheduler:
                 self._queue.remove(request)
                 self._pump()
             raise
-        if admission is not None and admission.estimate_s is not None:
-            self._learn(time.perf_counter() - admission.started - admission.estimate_s)
-        return outputs
 
     @contextlib.contextmanager
     def reserve(self) -> Iterator[Admission]:
@@ -391,7 +428,7 @@ class BatchScheduler:
             try:
                 outputs, seconds = self._compute([request.inputs for request in batch])
             except Exception as exc:
-                self._fail(batch, exc, self._failed_message(batch, exc))
+                self._fail(batch, exc, self._batch_failed_message(batch, exc))
                 return
             self._deliver(batch, outputs, seconds)
         finally:
@@ -427,7 +464,7 @@ class BatchScheduler:
                     self._executor, self._compute, [request.inputs for request in batch]
                 )
             except Exception as exc:
-                self._fail(batch, exc, self._failed_message(batch, exc))
+                self._fail(batch, exc, self._batch_failed_message(batch, exc))
                 return
             self._deliver(batch, outputs, seconds)
         finally:
@@ -442,11 +479,19 @@ class BatchScheduler:
             self._in_flight -= len(batch)
             self._pump()
 
-    def _failed_message(self, batch: list[_Request], exc: Exception) -> str:
-        rows = sum(request.rows for request in batch)
+    def _batch_failed_message(self, batch: list[_Request], exc: Exception) -> str:
+        return self._failed_message(sum(request.rows for request in batch), len(batch), exc)
+
+    def _failed_message(self, rows: int, requests: int, exc: Exception) -> str:
         return (
             f"model {self.name!r} failed computing a batch of {rows} "
-            f"rows ({len(batch)} requests): {type(exc).__name__}: {exc}"
+            f"rows ({requests} requests): {type(exc).__name__}: {exc}"
+        )
+
+    def _mismatch_message(self, rows: int, exc: Exception) -> str:
+        return (
+            f"model {self.name!r} returned outputs that do not match its batch of {rows} rows: "
+            f"{exc}"
         )
 
     def _deliver(self, batch: list[_Request], outputs: dict[str, Array], seconds: float) -> None:
@@ -454,12 +499,7 @@ class BatchScheduler:
         try:
             parts = split(outputs, [request.rows for request in batch])
         except Exception as exc:  # ValueError, or not even a mapping of arrays
-            self._fail(
-                batch,
-                exc,
-                f"model {self.name!r} returned outputs that do not match "
-                f"its batch of {rows} rows: {exc}",
-            )
+            self._fail(batch, exc, self._mismatch_message(rows, exc))
             return
         self._record(rows, len(batch), seconds)
         for request, part in zip(batch, parts, strict=True):
