@@ -268,7 +268,7 @@ def _check(spec: TensorSpec, array: Array) -> int:
     datatype = datatype_of(array)
     if datatype != spec.datatype:
         raise InvalidRequest(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
-    if not spec.accepts_shape(tuple(array.shape)):
+    if not spec.accepts_shape(array.shape):
         raise InvalidRequest(
             f"input {spec.name!r} has shape {list(array.shape)}; the model expects "
             f"{list(spec.shape)} (-1 = any size)"

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from infership.errors import InvalidRequest
-from infership.types import Array, numpy_dtype
+from infership.types import DATATYPES, Array, numpy_dtype
 
 _LENGTH: Final = struct.Struct("<I")
 
@@ -121,7 +121,7 @@ def tensor_from_raw(
             return deserialize_bytes_tensor(buf, count).reshape(dims)
         except InvalidRequest as exc:
             raise InvalidRequest(f"input {name!r}: {exc.message}") from None
-    dtype = _dtype(name, datatype).newbyteorder("<")
+    dtype = _LITTLE_ENDIAN.get(datatype) or _dtype(name, datatype).newbyteorder("<")
     expected = count * dtype.itemsize
     size = memoryview(buf).nbytes
     if size != expected:
@@ -209,6 +209,12 @@ def tensor_to_json_data(array: Array) -> Any:
             # tritonclient and kserve read a binary output even when they asked for JSON.
             return None
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")).reshape(-1)
+
+
+_LITTLE_ENDIAN: dict[str, np.dtype[np.generic]] = {
+    datatype: numpy_dtype(datatype).newbyteorder("<") for datatype in DATATYPES
+}
+"""The wire dtype of each fixed-size datatype, built once rather than per tensor."""
 
 
 def _dtype(name: str, datatype: str) -> np.dtype[np.generic]:

@@ -54,6 +54,9 @@ def numpy_dtype(datatype: str) -> np.dtype[np.generic]:
 def datatype_of(array: Array) -> str:
     """The OIP datatype name of an array (``object`` and byte-string arrays are BYTES)."""
     dtype = array.dtype
+    found = _DATATYPE_OF.get(dtype)  # native byte order: no new dtype to build
+    if found is not None:
+        return found
     if dtype.kind in ("S", "O", "U"):
         return "BYTES"
     try:
@@ -77,9 +80,12 @@ class TensorSpec:
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         """True when ``shape`` has the same rank and matches every fixed dimension."""
-        return len(shape) == len(self.shape) and all(
-            want < 0 or want == got for want, got in zip(self.shape, shape, strict=True)
-        )
+        if len(shape) != len(self.shape):
+            return False
+        for want, got in zip(self.shape, shape, strict=True):  # a loop: once per input, per request
+            if want >= 0 and want != got:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
 
@@ -87,20 +86,13 @@ class BodyBudget:
     def free(self) -> int:
         return self._free
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int | None) -> AsyncIterator[None]:
+    def hold(self, size: int | None) -> contextlib.AbstractAsyncContextManager[None]:
         """Wait until ``size`` bytes (declared; None if unknown) fit, hold them in the block."""
         if size is not None and size < SMALL_BODY_BYTES:
-            yield
-            return
-        share = self.capacity if size is None else min(size, self.capacity)
-        await self._acquire(share)
-        try:
-            yield
-        finally:
-            self._release(share)
+            return _UNBUDGETED  # the common case costs no generator, no await
+        return _Share(self, self.capacity if size is None else min(size, self.capacity))
 
-    async def _acquire(self, share: int) -> None:
+    async def acquire(self, share: int) -> None:
         if not self._waiting and share <= self._free:
             self._free -= share
             return
@@ -111,14 +103,14 @@ class BodyBudget:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                self._release(share)  # granted just as the caller went away: give it back
+                self.release(share)  # granted just as the caller went away: give it back
             else:
                 with contextlib.suppress(ValueError):  # _grant may have dropped it already
                     self._waiting.remove(entry)
                 self._grant()  # the head may have left: those behind it may fit now
             raise
 
-    def _release(self, share: int) -> None:
+    def release(self, share: int) -> None:
         self._free += share
         self._grant()
 
@@ -133,3 +125,18 @@ class BodyBudget:
             self._waiting.popleft()
             self._free -= share
             granted.set_result(None)
+
+
+class _Share(contextlib.AbstractAsyncContextManager[None]):
+    def __init__(self, budget: BodyBudget, size: int) -> None:
+        self._budget = budget
+        self._size = size
+
+    async def __aenter__(self) -> None:
+        await self._budget.acquire(self._size)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._budget.release(self._size)
+
+
+_UNBUDGETED: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()

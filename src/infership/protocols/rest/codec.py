@@ -175,9 +175,11 @@ def compress_body(
     >>> compress_body(b"{}", "br")
     (b'{}', None)
     """
-    if _quality(accept_encoding or "", "gzip") > 0:
+    if not accept_encoding:
+        return body, None
+    if _quality(accept_encoding, "gzip") > 0:
         return gzip.compress(body, compresslevel=level, mtime=0), "gzip"
-    if _quality(accept_encoding or "", "deflate") > 0:
+    if _quality(accept_encoding, "deflate") > 0:
         return zlib.compress(body, level), "deflate"
     return body, None
 
