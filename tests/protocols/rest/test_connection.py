@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from conftest import free_port
-from infership.protocols.rest.connection import GuardedHttpProtocol
+from infership.protocols.rest.connection import GuardedHttpProtocol, _Coalescing
 
 TIMEOUT = 0.3
 
@@ -136,3 +137,89 @@ async def test_a_kept_alive_connection_serves_requests_spaced_within_the_timeout
             await asyncio.sleep(TIMEOUT / 2)
     finally:
         writer.close()
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info {name}"
+
+
+async def test_a_response_head_and_its_small_body_leave_in_one_write() -> None:
+    raw = _RecordingTransport()
+    transport = _Coalescing(raw, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(b"ok")
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 1  # nothing left for the loop's next turn
+
+
+async def test_a_lone_write_leaves_on_the_event_loops_next_turn() -> None:
+    raw = _RecordingTransport()
+    transport = _Coalescing(raw, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert raw.writes == []
+    await asyncio.sleep(0)
+    assert raw.writes == [b"HTTP/1.1 204 No Content\r\n\r\n"]
+
+
+async def test_a_large_body_is_not_copied_and_keeps_its_order() -> None:
+    raw = _RecordingTransport()
+    transport = _Coalescing(raw, asyncio.get_running_loop())
+    large = b"x" * (_Coalescing.JOIN_BYTES + 1)
+    transport.write(b"head")
+    transport.write(large)
+    transport.write(large)
+    assert raw.writes == [b"head", large, large]
+
+
+async def test_closing_sends_what_is_held_first_and_a_gone_client_gets_nothing() -> None:
+    raw = _RecordingTransport()
+    transport = _Coalescing(raw, asyncio.get_running_loop())
+    transport.write(b"answer")
+    transport.close()
+    assert raw.writes == [b"answer"]
+    assert raw.closed
+    await asyncio.sleep(0)  # the scheduled flush finds nothing to send, and does not write
+
+    gone = _RecordingTransport()
+    transport = _Coalescing(gone, asyncio.get_running_loop())
+    transport.write(b"late")
+    gone.closed = True  # the client disconnected before the loop's next turn
+    await asyncio.sleep(0)
+    assert gone.writes == []
+    assert transport.get_extra_info("peername") == "info peername"
+
+
+async def test_pipelined_requests_get_every_answer_in_order(port: int) -> None:
+    request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"".join(request % n + b"a" * n for n in (1, 22, 333)))
+        await writer.drain()
+        answers = b""
+        while answers.count(b"bytes") < 3:
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, f"closed after {answers!r}"
+            answers += chunk
+    finally:
+        writer.close()
+    assert re.findall(rb"got \d+ bytes", answers) == [
+        b"got 1 bytes",
+        b"got 22 bytes",
+        b"got 333 bytes",
+    ]

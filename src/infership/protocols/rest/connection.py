@@ -10,12 +10,14 @@ also puts no bound on header size. This protocol adds both bounds:
   connection opening or of the previous response, and weigh at most ``max_header_bytes``
   (431 otherwise);
 - the body must arrive within ``body_timeout_s`` of the head (408 otherwise).
+
+It also sends each small response in one ``send()`` rather than two (see ``_Coalescing``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -50,6 +52,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Responses are written through this; flow control keeps the transport itself.
+        self.transport = _Coalescing(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.header_timeout_s, "request headers")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,3 +131,63 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
         self.logger.info("closed a connection from %s: %s", self.client, message)
         self.transport.close()
+
+
+class _Coalescing:
+    """A transport that sends a response's head and a small body in one ``send()``.
+
+    uvicorn writes the head when the app starts its response and the body when it sends it:
+    two ``send()`` calls, two TCP segments. Each segment that finds the client asleep wakes it
+    (on loopback, in the server's own time: 23 µs of the server's 216 µs per request on the
+    trivial benchmark model, ``perf``), and a client woken by a head without its body only
+    goes back to sleep. So a small write is held until the next write joins it, or until the
+    event loop's next turn sends it alone (a head-only answer: HEAD, 204, a streamed body).
+    """
+
+    JOIN_BYTES = 64 * 1024
+    """Writes larger than this are sent as they are: joining would copy them."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            if len(data) > self.JOIN_BYTES:
+                self._transport.write(data)
+            else:
+                self._held = bytes(data)
+                self._loop.call_soon(self.flush)
+            return
+        self._held = None
+        if len(data) > self.JOIN_BYTES:
+            self._transport.write(held)
+            self._transport.write(data)
+        else:
+            self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():  # else the client is gone
+            self._transport.write(held)
+
+    def writelines(self, lines: Any) -> None:
+        self.flush()
+        self._transport.writelines(lines)
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (get_extra_info, abort, set_protocol...) is the transport's own.
+        return getattr(self._transport, name)
