@@ -78,6 +78,7 @@ class ServedModel:
         self._default_outputs = tuple(
             s.name for s in (classifier.outputs if classifier else runtime.outputs)
         )
+        self._output_names = frozenset(s.name for s in self.outputs)
 
     def _public_inputs(self) -> tuple[TensorSpec, ...]:
         specs = list(self.runtime.inputs)
@@ -165,12 +166,12 @@ class ServedModel:
     def _requested_outputs(self, request: InferenceRequest) -> tuple[str, ...]:
         if request.outputs is None:
             return self._default_outputs
-        known = {s.name for s in self.outputs}
         names = tuple(o.name for o in request.outputs)
         for name in names:
-            if name not in known:
+            if name not in self._output_names:
                 raise InvalidRequest(
-                    f"model {self.name!r} has no output {name!r}; outputs are {sorted(known)}"
+                    f"model {self.name!r} has no output {name!r}; outputs are "
+                    f"{sorted(self._output_names)}"
                 )
         return names
 
@@ -189,7 +190,14 @@ class ServedModel:
         text_name = self.text.config.public_input if self.text else None
         if text_name is not None and text_name in inputs:
             inputs.update(await self._tokenise(inputs.pop(text_name), inputs))
-        public_name = image_name or text_name
+        if inputs.keys() != self._model_inputs.keys():
+            self._name_the_wrong_input(inputs, image_name or text_name)
+        rows = {_check(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
+        if len(rows) > 1:
+            raise InvalidRequest(f"inputs disagree on the batch size: {sorted(rows)}")
+        return inputs
+
+    def _name_the_wrong_input(self, inputs: dict[str, Array], public_name: str | None) -> None:
         expected = set(self._model_inputs)
         extra = sorted(set(inputs) - expected - ({public_name} if public_name else set()))
         if extra:
@@ -202,10 +210,6 @@ class ServedModel:
             public = {s.name for s in self.inputs}
             name = missing[0] if missing[0] in public else public_name
             raise InvalidRequest(f"model {self.name!r} needs input {name!r}, which is missing")
-        rows = {_check(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
-        if len(rows) > 1:
-            raise InvalidRequest(f"inputs disagree on the batch size: {sorted(rows)}")
-        return inputs
 
     async def _preprocess(self, images: Array) -> Array:
         assert self.preprocessor is not None

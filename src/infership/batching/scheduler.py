@@ -48,7 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from enum import Enum
@@ -115,6 +115,22 @@ class Admission:
 
 
 _ERROR_STEP_S = 0.001
+
+
+class _Preparation(contextlib.AbstractContextManager[Admission]):
+    """What ``reserve()`` returns (a class, not a generator: it runs for every request)."""
+
+    __slots__ = ("_admission", "_scheduler")
+
+    def __init__(self, scheduler: BatchScheduler, admission: Admission) -> None:
+        self._scheduler = scheduler
+        self._admission = admission
+
+    def __enter__(self) -> Admission:
+        return self._admission
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self._scheduler._prepared(self._admission, succeeded=kind is None)
 
 
 class BatchScheduler:
@@ -279,20 +295,19 @@ class BatchScheduler:
                 self._pump()
             raise
 
-    @contextlib.contextmanager
-    def reserve(self) -> Iterator[Admission]:
+    def reserve(self) -> contextlib.AbstractContextManager[Admission]:
         """Admit a request before its costly preparation (image decoding), or raise QueueFull at
         once. While prepared it counts as queued, so a burst cannot pile up unbounded work in
         front of the queue; submit it right after the block, with the Admission yielded."""
         estimate = self.check_capacity(unprepared=True)
         self._preparing += 1
-        started = time.perf_counter()
-        try:
-            yield Admission(started, estimate)
-        finally:
-            self._preparing -= 1
-        # Only successful preparations teach the estimate: a bad image fails fast.
-        seconds = time.perf_counter() - started
+        return _Preparation(self, Admission(time.perf_counter(), estimate))
+
+    def _prepared(self, admission: Admission, *, succeeded: bool) -> None:
+        self._preparing -= 1
+        if not succeeded:
+            return  # only successful preparations teach the estimate: a bad image fails fast
+        seconds = time.perf_counter() - admission.started
         previous = self._prepare_seconds
         self._prepare_seconds = seconds if previous is None else 0.8 * previous + 0.2 * seconds
 
