@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -131,6 +132,10 @@ def tensor_from_raw(
     return np.frombuffer(buf, dtype=dtype).reshape(dims)
 
 
+_WIRE_ORDERS: Final = "=<|" if sys.byteorder == "little" else "<|"
+"""numpy byte orders already little-endian, as the wire wants (``|``: one byte, no order)."""
+
+
 def tensor_to_raw(array: Array) -> bytes | memoryview:
     """The raw wire bytes of ``array``: C-order little-endian, or serialized BYTES.
 
@@ -141,6 +146,8 @@ def tensor_to_raw(array: Array) -> bytes | memoryview:
     """
     if array.dtype.kind in "OSU":
         return serialize_bytes_tensor(array)
+    if array.flags.c_contiguous and array.dtype.byteorder in _WIRE_ORDERS and array.size:
+        return array.data.cast("B")  # already the wire layout: no new dtype, no copy
     contiguous = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     return contiguous.reshape(-1).view(np.uint8).data
 

@@ -84,5 +84,7 @@ def split(outputs: Mapping[str, Array], counts: Sequence[int]) -> list[dict[str,
                 f"output {name!r} has {got}; expected an array whose leading axis has "
                 f"{total} rows, one per row of the batch"
             )
+    if len(counts) == 1:  # a batch of one request: its outputs as they are
+        return [dict(outputs)]
     bounds = pairwise([0, *accumulate(counts)])
     return [{name: array[start:stop] for name, array in outputs.items()} for start, stop in bounds]
