@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from conftest import free_port
-from infership.protocols.rest.connection import GuardedHttpProtocol, _Coalescing
+from infership.protocols.rest.connection import GuardedHttpProtocol, _Coalescing, _Watchdog
 
 TIMEOUT = 0.3
 
@@ -223,3 +223,42 @@ async def test_pipelined_requests_get_every_answer_in_order(port: int) -> None:
         b"got 22 bytes",
         b"got 333 bytes",
     ]
+
+
+class _Connection:
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        self.loop = loop
+        self.deadline = deadline
+        self.checked: list[float] = []
+
+    def check_deadline(self, now: float) -> None:
+        self.checked.append(now)
+
+
+async def test_the_watchdog_checks_open_connections_and_stops_when_none_are_left() -> None:
+    loop = asyncio.get_running_loop()
+    watchdog = _Watchdog(0.04)  # ticks every 10 ms
+    connection = _Connection(loop, loop.time())
+    watchdog.watch(connection)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert len(connection.checked) >= 2
+    watchdog.forget(connection)  # type: ignore[arg-type]
+    await asyncio.sleep(0.02)
+    ticks = len(connection.checked)
+    await asyncio.sleep(0.05)
+    assert len(connection.checked) == ticks
+    assert watchdog._timer is None
+
+
+def test_the_watchdog_follows_a_server_into_a_new_event_loop() -> None:
+    watchdog = _Watchdog(0.04)
+
+    async def serve_one() -> list[float]:
+        connection = _Connection(asyncio.get_running_loop(), 0.0)
+        watchdog.watch(connection)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        watchdog.forget(connection)  # type: ignore[arg-type]
+        return connection.checked
+
+    for _ in range(2):  # the first loop ends with its timer pending; the second needs its own
+        assert len(asyncio.run(serve_one())) >= 2

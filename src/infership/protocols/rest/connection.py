@@ -11,7 +11,8 @@ also puts no bound on header size. This protocol adds both bounds:
   (431 otherwise);
 - the body must arrive within ``body_timeout_s`` of the head (408 otherwise).
 
-It also sends each small response in one ``send()`` rather than two (see ``_Coalescing``).
+Deadlines are checked by one timer per server (``_Watchdog``), not a timer per request, so
+they are enforced up to a quarter of the timeout late (at most 1 s). It also sends each small response in one ``send()`` rather than two (see ``_Coalescing``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout_s: ClassVar[float] = 10.0
     body_timeout_s: ClassVar[float] = 60.0
     max_header_bytes: ClassVar[int] = 32 * 1024
+    _watchdog: ClassVar[_Watchdog]
 
-    _timer: asyncio.TimerHandle | None = None
+    _deadline: float | None = None
+    """``loop.time()`` by which what is awaited (``_awaited``) must have arrived; None: nothing."""
+    _awaited = ""
+    _awaited_s = 0.0
     _head_bytes = 0
     _rejected = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._watchdog = _Watchdog(min(cls.header_timeout_s, cls.body_timeout_s))
 
     @classmethod
     def configured(
@@ -55,9 +64,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # Responses are written through this; flow control keeps the transport itself.
         self.transport = _Coalescing(transport, self.loop)  # type: ignore[assignment]
         self._arm(self.header_timeout_s, "request headers")
+        self._watchdog.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._deadline = None
+        self._watchdog.forget(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -83,7 +94,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm()
+        self._deadline = None
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -98,21 +109,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             raise _Rejected
 
     def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._timer = self.loop.call_later(
-            seconds, self._reject, 408, f"{what} did not arrive within {seconds:g} s"
-        )
+        # A deadline, not a timer: arming costs an assignment, and the watchdog's one timer
+        # checks every connection (a timer armed and cancelled twice per request did not).
+        self._deadline = self.loop.time() + seconds
+        self._awaited = what
+        self._awaited_s = seconds
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def check_deadline(self, now: float) -> None:
+        """Called by the watchdog: answer 408 if what was awaited is late."""
+        deadline = self._deadline
+        if deadline is not None and now >= deadline:
+            seconds = (
+                self.header_timeout_s if self._awaited == "request headers" else self.body_timeout_s
+            )
+            self._reject(408, f"{self._awaited} did not arrive within {seconds:g} s")
 
     def _reject(self, status: int, message: str) -> None:
         """Answer ``status`` and close; the ASGI app, if it was reading the body, sees a
         disconnect. A response the app already started is cut off instead (nothing better
         can be sent on that connection)."""
-        self._disarm()
+        self._deadline = None
         if self._rejected or self.transport.is_closing():
             return
         self._rejected = True
@@ -191,3 +207,40 @@ class _Coalescing:
     def __getattr__(self, name: str) -> Any:
         # Everything else (get_extra_info, abort, set_protocol...) is the transport's own.
         return getattr(self._transport, name)
+
+
+class _Watchdog:
+    """One timer for all of a server's connections: it ticks a few times per timeout while
+    any connection is open and answers 408 on those whose deadline has passed (so a deadline
+    is enforced at most a quarter of the timeout late, and at most 1 s)."""
+
+    def __init__(self, shortest_timeout_s: float) -> None:
+        self._interval = min(1.0, max(0.01, shortest_timeout_s / 4))
+        self._connections: set[GuardedHttpProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self, connection: GuardedHttpProtocol) -> None:
+        self._connections.add(connection)
+        loop = connection.loop
+        if self._timer is None or self._loop is not loop:  # or a server started in a new loop
+            self._loop = loop
+            self._timer = loop.call_later(self._interval, self._tick, loop)
+
+    def forget(self, connection: GuardedHttpProtocol) -> None:
+        self._connections.discard(connection)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._loop:
+            return  # the timer of an earlier loop: the new loop has its own
+        self._timer = None
+        now = loop.time()
+        for connection in list(self._connections):
+            connection.check_deadline(now)
+        if self._connections:
+            self._timer = loop.call_later(self._interval, self._tick, loop)
+
+
+GuardedHttpProtocol._watchdog = _Watchdog(
+    min(GuardedHttpProtocol.header_timeout_s, GuardedHttpProtocol.body_timeout_s)
+)
