@@ -711,3 +711,47 @@ def test_struct_layout_of_bytes_matches_length_prefix() -> None:
     tail = body[int(headers[HEADER_LENGTH]) :]
     assert struct.unpack_from("<I", tail)[0] == 3
     assert tail[4:] == b"abc"
+
+
+def _binary_request(values: np.ndarray, **parameters: Any) -> tuple[bytes, str]:
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": list(values.shape),
+                    "parameters": {"binary_data_size": values.nbytes},
+                }
+            ],
+            "parameters": parameters,
+        }
+    )
+    return header + values.tobytes(), str(len(header))
+
+
+def test_a_repeated_binary_header_is_parsed_once_but_every_request_gets_its_own_data() -> None:
+    first_body, length = _binary_request(np.arange(4, dtype=np.float32), priority=1)
+    second_body, same_length = _binary_request(np.arange(4, 8, dtype=np.float32), priority=1)
+    assert same_length == length
+    first = decode_infer_request(first_body, header_length=length, max_body_bytes=1 << 20)
+    assert codec._SEEN_HEADERS[first_body[: int(length)]] is not None
+    first.parameters["timeout"] = 5  # a transport may add to its request's parameters
+    second = decode_infer_request(second_body, header_length=length, max_body_bytes=1 << 20)
+    assert second.inputs["x"].tolist() == [4, 5, 6, 7]
+    assert first.inputs["x"].tolist() == [0, 1, 2, 3]
+    assert second.parameters == {"priority": 1}
+
+
+def test_a_bad_header_is_refused_every_time_and_never_remembered() -> None:
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}'
+    for _ in range(2):
+        with pytest.raises(InvalidRequest, match=r"needs data or parameters\.binary_data_size"):
+            decode_infer_request(body, header_length=str(len(body)), max_body_bytes=1 << 20)
+    assert body not in codec._SEEN_HEADERS
+
+
+def test_json_data_is_never_remembered() -> None:
+    body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1.5]}]}'
+    decode_infer_request(body, header_length=None, max_body_bytes=1 << 20)
+    assert body not in codec._SEEN_HEADERS

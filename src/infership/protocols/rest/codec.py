@@ -81,27 +81,63 @@ def decode_infer_request(
     json_length = _json_length(header_length, len(view))
     if json_length == 0:
         raise InvalidRequest(_EMPTY)
-    doc = _load_json(view[:json_length])
+    header = _header(view[:json_length])
+    inputs = _build_inputs(header.inputs, view[json_length:], header_length is not None)
+    return InferenceRequest(
+        inputs=inputs,
+        outputs=header.outputs,
+        id=header.id,
+        parameters=dict(header.parameters),
+        input_parameters={
+            spec.name: dict(spec.parameters) for spec in header.inputs if spec.parameters
+        },
+    )
+
+
+class _Header(NamedTuple):
+    """What a request's JSON says, before its tensors are built."""
+
+    inputs: list[_Input]
+    outputs: tuple[RequestedOutput, ...] | None
+    id: str | None
+    parameters: dict[str, Parameter]
+
+
+_SEEN_HEADERS: dict[bytes, _Header] = {}
+"""Binary requests' JSON, parsed: a client sends the same few bytes with every tensor (names,
+shapes, sizes), and parsing and checking them again cost more than the rest of decoding."""
+_SEEN_HEADERS_MAX = 256
+_SEEN_HEADER_BYTES = 2048
+
+
+def _header(text: memoryview) -> _Header:
+    key = bytes(text) if len(text) <= _SEEN_HEADER_BYTES else None
+    header = None if key is None else _SEEN_HEADERS.get(key)
+    if header is not None:
+        return header
+    header = _parse_header(text)
+    # Only headers whose tensors are all binary: JSON data is a new value every time.
+    if key is not None and all(spec.binary_size is not None for spec in header.inputs):
+        if len(_SEEN_HEADERS) >= _SEEN_HEADERS_MAX:
+            _SEEN_HEADERS.clear()  # many clients or shapes: start again, bounded
+        _SEEN_HEADERS[key] = header
+    return header
+
+
+def _parse_header(text: memoryview) -> _Header:
+    doc = _load_json(text)
     if not isinstance(doc, dict):
         raise InvalidRequest(f"request body must be a JSON object, got {_json_type(doc)}")
-
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidRequest("inputs must be a non-empty list of tensor objects")
     specs = [_parse_input(f"inputs[{i}]", item) for i, item in enumerate(raw_inputs)]
     _check_unique([spec.name for spec in specs], "input")
-    inputs = _build_inputs(specs, view[json_length:], header_length is not None)
-
+    outputs = _parse_outputs(doc.get("outputs"))
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidRequest(f"id must be a string, got {_json_type(request_id)}")
-    return InferenceRequest(
-        inputs=inputs,
-        outputs=_parse_outputs(doc.get("outputs")),
-        id=request_id,
-        parameters=_parameters(doc.get("parameters"), "parameters"),
-        input_parameters={spec.name: spec.parameters for spec in specs if spec.parameters},
-    )
+    return _Header(specs, outputs, request_id, _parameters(doc.get("parameters"), "parameters"))
 
 
 def encode_infer_response(

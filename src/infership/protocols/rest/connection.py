@@ -12,7 +12,8 @@ also puts no bound on header size. This protocol adds both bounds:
 - the body must arrive within ``body_timeout_s`` of the head (408 otherwise).
 
 Deadlines are checked by one timer per server (``_Watchdog``), not a timer per request, so
-they are enforced up to a quarter of the timeout late (at most 1 s). It also sends each small response in one ``send()`` rather than two (see ``_Coalescing``).
+they are enforced up to a quarter of the timeout late (at most 1 s). Each small response
+leaves in one ``send()`` rather than two (see ``_Coalescing``).
 """
 
 from __future__ import annotations
