@@ -322,7 +322,7 @@ async def test_work_that_never_waits_is_answered_without_watching_the_connection
     async def instant() -> int:
         return 42
 
-    assert await until_disconnected(connection.request(), instant()) == 42
+    assert await until_disconnected(connection.receive, instant()) == 42
     for _ in range(3):
         await asyncio.sleep(0)
     assert connection.receives == 0
@@ -341,7 +341,7 @@ async def test_a_disconnect_cancels_the_work_and_raises_client_disconnected() ->
             raise
         return 0  # pragma: no cover - never resolves
 
-    watched = asyncio.create_task(until_disconnected(connection.request(), queued()))
+    watched = asyncio.create_task(until_disconnected(connection.receive, queued()))
     await started.wait()
     connection.gone.set()
     with pytest.raises(ClientDisconnected):
@@ -359,7 +359,7 @@ async def test_a_cancellation_from_the_server_stays_a_cancellation() -> None:
         await asyncio.Event().wait()
         return 0  # pragma: no cover - never resolves
 
-    watched = asyncio.create_task(until_disconnected(connection.request(), queued()))
+    watched = asyncio.create_task(until_disconnected(connection.receive, queued()))
     await started.wait()
     await asyncio.sleep(0)  # let the watcher start
     watched.cancel()

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 from collections import deque
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
+from starlette.types import Receive
 
 from infership.errors import ClientDisconnected, PayloadTooLarge
 
@@ -30,26 +31,40 @@ def content_length(header: str | bytes | None) -> int | None:
     return int(header)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) anything over ``limit`` bytes before and while reading."""
-    declared = content_length(request.headers.get("content-length"))
+async def receive_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    """The whole body from ASGI ``receive``, refusing (413) anything over ``limit`` bytes
+    before (``declared``: its Content-Length) and while reading. ClientDisconnected if the
+    client leaves first."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected("the client closed the connection while sending")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk  # the usual case: the whole body in one message, no copy
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnected("the client closed the connection while sending") from None
-    return b"".join(chunks)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
-async def discard_unread(request: Request, limit: int) -> None:
-    """Read what is left of the request body and drop it (up to ``limit`` bytes).
+async def read_body(request: Request, limit: int) -> bytes:
+    """``receive_body`` for a routed endpoint; Starlette's ``form()`` then parses the body."""
+    declared = content_length(request.headers.get("content-length"))
+    body = await receive_body(request.receive, limit, declared)
+    request._body = body  # how Starlette knows the stream is read, and what form() parses
+    return body
+
+
+async def drain(receive: Receive, limit: int) -> None:
+    """Read what is left of a body nobody read, and drop it (up to ``limit`` bytes).
 
     Refusals are answered before the body is read (``DataPlane.admit``). On a kept-alive
     connection the server skips the rest of the body as it arrives; but closing a socket with
@@ -57,13 +72,18 @@ async def discard_unread(request: Request, limit: int) -> None:
     yet: it would see "connection reset" instead of our 503 and its Retry-After. So before a
     close, the body is read first, as web servers do with a lingering close."""
     left = limit
-    try:
-        async for chunk in request.stream():
-            left -= len(chunk)
-            if left < 0:
-                return  # over the limit: the client was refused for that; no more reading
-    except (ClientDisconnect, RuntimeError):  # gone, or the body was already consumed
+    while left >= 0:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        left -= len(message.get("body", b""))
+
+
+async def discard_unread(request: Request, limit: int) -> None:
+    """``drain`` for a routed endpoint, unless it read the body (``read_body``)."""
+    if hasattr(request, "_body"):
         return
+    await drain(request.receive, limit)
 
 
 class BodyBudget:

@@ -16,13 +16,12 @@ import functools
 import time
 from typing import NamedTuple
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infership.auth.policy import Access, AccessPolicy, bearer_token
 from infership.dataplane import DataPlane
 from infership.metrics import Metrics
-from infership.protocols.rest.body import BodyBudget, content_length, discard_unread, read_body
+from infership.protocols.rest.body import BodyBudget, content_length, drain, receive_body
 from infership.protocols.rest.codec import (
     compress_body,
     decode_infer_request,
@@ -100,48 +99,46 @@ class InferEndpoint:
             await _send(send, 405, b'{"error":"method not allowed; use POST"}', _NOT_POST)
             return
         started = time.perf_counter()
-        request = Request(scope, receive)
         headers = {key.decode("latin-1"): value for key, value in scope["headers"]}
+        received = False  # else what is left of the body is read before a close (body.drain)
         try:
             client = scope.get("client")
             self._policy.admit(
                 Access.INFER, bearer_token(_text(headers.get("authorization"))),
                 client[0] if client else None,
             )  # fmt: skip
+            self._plane.admit(name, version)
+            declared = content_length(headers.get("content-length"))
+            async with self._budget.hold(declared):
+                body = await receive_body(receive, self._max_body_bytes, declared)
+                received = True
+                decode = functools.partial(
+                    decode_infer_request,
+                    body,
+                    header_length=_text(headers.get("inference-header-content-length")),
+                    content_encoding=_text(headers.get("content-encoding")),
+                    max_body_bytes=self._max_body_bytes,
+                )
+                small = len(body) < INLINE_DECODE_BYTES
+                inference = decode() if small else await asyncio.to_thread(decode)
+                del body, decode  # a JSON body is several times its tensor: free it first
+            result = await until_disconnected(receive, self._plane.infer(name, version, inference))
+            payload, answer = encode_infer_response(result, inference)
+            payload, encoding = compress_body(payload, _text(headers.get("accept-encoding")))
+            if encoding is not None:
+                answer["Content-Encoding"] = encoding
             status = 200
-            body, answer = await self._infer(request, headers, name, version)
         except Exception as exc:  # every failure is an answer: see error_answer
-            status, body, answer = error_answer(exc, "POST", scope["path"])
+            status, payload, answer = error_answer(exc, "POST", scope["path"])
         self._metrics.http_answered("POST", route.path, status, time.perf_counter() - started)
         if self._plane.draining:
             # Kept-alive clients reconnect, and so reach a server that is not going away.
             answer["Connection"] = "close"
-        if closes_after(_text(headers.get("connection")), answer, scope.get("http_version")):
-            await discard_unread(request, self._max_body_bytes)
-        await _send(send, status, body, answer)
-
-    async def _infer(
-        self, request: Request, headers: dict[str, bytes], name: str, version: str | None
-    ) -> tuple[bytes, dict[str, str]]:
-        self._plane.admit(name, version)
-        async with self._budget.hold(content_length(headers.get("content-length"))):
-            body = await read_body(request, self._max_body_bytes)
-            decode = functools.partial(
-                decode_infer_request,
-                body,
-                header_length=_text(headers.get("inference-header-content-length")),
-                content_encoding=_text(headers.get("content-encoding")),
-                max_body_bytes=self._max_body_bytes,
-            )
-            small = len(body) < INLINE_DECODE_BYTES
-            inference = decode() if small else await asyncio.to_thread(decode)
-            del body, decode  # a JSON body is several times its tensor: free it before computing
-        result = await until_disconnected(request, self._plane.infer(name, version, inference))
-        payload, answer = encode_infer_response(result, inference)
-        payload, encoding = compress_body(payload, _text(headers.get("accept-encoding")))
-        if encoding is not None:
-            answer["Content-Encoding"] = encoding
-        return payload, answer
+        if not received and closes_after(
+            _text(headers.get("connection")), answer, scope.get("http_version")
+        ):
+            await drain(receive, self._max_body_bytes)
+        await _send(send, status, payload, answer)
 
 
 async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:

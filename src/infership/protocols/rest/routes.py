@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from infership import web
 from infership.dataplane import DataPlane
@@ -54,7 +55,7 @@ def _version(request: Request) -> str | None:
     return version
 
 
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def until_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work`` unless the client disconnects first; then cancel it, so a request whose
     caller gave up leaves the queue instead of being computed. Call after the body is read.
 
@@ -67,7 +68,7 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     # running in a task of its own beside it.
     task = asyncio.current_task()
     assert task is not None, "until_disconnected runs inside a task"
-    watch = _DisconnectWatch(request, task)
+    watch = _DisconnectWatch(receive, task)
     start = asyncio.get_running_loop().call_soon(watch.start)
     try:
         return await work
@@ -83,10 +84,10 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 class _DisconnectWatch:
-    """Cancels ``task`` when the client of ``request`` goes away; see until_disconnected."""
+    """Cancels ``task`` when the client goes away; see until_disconnected."""
 
-    def __init__(self, request: Request, task: asyncio.Task[Any]) -> None:
-        self._request = request
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._receive = receive
         self._task = task
         self._watcher: asyncio.Task[None] | None = None
         self.fired = False
@@ -100,7 +101,7 @@ class _DisconnectWatch:
 
     async def _watch(self) -> None:
         # Once the body is read, the server's receive() only returns when the client goes away.
-        while (await self._request.receive())["type"] != "http.disconnect":
+        while (await self._receive())["type"] != "http.disconnect":
             pass
         self.fired = True
         self._task.cancel()
@@ -141,7 +142,7 @@ async def predict(request: Request) -> Response:
         images, filenames = await _uploaded_images(request)
     top_k = _top_k(request.query_params.get("top_k"))
     result = await until_disconnected(
-        request, plane.classify(name, _version(request), images, top_k)
+        request.receive, plane.classify(name, _version(request), images, top_k)
     )
     predictions = [
         {"filename": filename, "top_k": [c._asdict() for c in classes]}
