@@ -45,7 +45,8 @@ class Metrics:
             _MODEL, buckets=_LATENCY, registry=r,
         )  # fmt: skip
         self.postprocess_seconds = Histogram(
-            "infership_postprocess_duration_seconds", "Post-processing time per request.",
+            "infership_postprocess_duration_seconds",
+            "Post-processing (classification) time, per request that had any.",
             _MODEL, buckets=_LATENCY, registry=r,
         )  # fmt: skip
         self.batch_size = Histogram(

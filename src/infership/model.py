@@ -126,12 +126,12 @@ class ServedModel:
         with self.scheduler.reserve() as admission:  # refused before decoding, not after
             batch = await self._model_batch(request)
         results = await self.scheduler.submit(batch, deadline, admission=admission)
-        started = time.perf_counter()
         outputs: dict[str, Array] = {}
         if self.classifier is not None and not self._classifier_outputs.isdisjoint(wanted):
+            started = time.perf_counter()
             outputs.update(self.classifier(results[self.classifier.config.output]))
+            self.metrics.postprocess_seconds.observe(time.perf_counter() - started)
         outputs.update(results)
-        self.metrics.postprocess_seconds.observe(time.perf_counter() - started)
         return InferenceResponse(
             model_name=self.name,
             model_version=str(self.version),
