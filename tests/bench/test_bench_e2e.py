@@ -131,6 +131,10 @@ def test_suite_smoke_mode_runs_every_part(tmp_path: Path) -> None:
     assert set(by_payload) == {"upload", "oip-binary", "oip-json", "grpc"}
     assert 0 < max(by_payload.values()) <= data["ours"]["peak_rss_mb"]
     assert all(r["ok"] > 0 and not r["errors"] for r in data["trivial"]["runs"])
+    (round_,) = data["headline"]["rounds"]  # smoke: one round, no peers
+    assert min(round_["limit_img_s"], round_["upload_rps"], round_["trivial_rps"]) > 0
+    assert data["headline"]["upload_over_limit"] > 0
+    assert "### e. The headline ratios" in result.stdout
     assert "### Targets from this run" in result.stdout
 
 
