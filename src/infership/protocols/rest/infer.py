@@ -1,12 +1,12 @@
 """``POST /v2/models/{name}[/versions/{version}]/infer`` as plain ASGI, in front of the router.
 
 This is the route every Open Inference Protocol client calls for every tensor, so on a fast
-model the server's own cost per request is what clients measure. Through Starlette's router, its
-exception middleware, a ``Request``/``Response`` pair and ``app.state`` lookups it cost 158 µs
-per request in-process on the trivial benchmark model, of which the model took 35; this path
-does the same work in about 100 (docs/benchmarking.md, "Where the time goes"). It answers
-exactly as the routed endpoints do: same access rules, errors, metrics, drain and lingering
-close, all shared with ``app.py``.
+model the server's own cost per request is what clients measure. Routed through Starlette (its
+router, exception middleware, a ``Request``/``Response`` pair, ``app.state`` lookups) it cost
+158 µs per request in-process on the trivial benchmark model, of which the model took 35; with
+this path and the changes that came with it, 63 (docs/benchmarking.md, "Where the time goes").
+It answers as the routed endpoints do: same access rules, errors, metrics, drain and lingering
+close, through the functions they share.
 """
 
 from __future__ import annotations
