@@ -35,11 +35,16 @@ class Application:
         self.metrics = Metrics()
         threads = settings.preprocess_threads or os.cpu_count() or 1
         self.preprocess_executor = ThreadPoolExecutor(threads, thread_name_prefix="preprocess")
+        # One thread: every thread that parses large JSON bodies keeps a malloc arena of its
+        # own, and asyncio's default pool grew to six (docs/benchmarking.md, large JSON).
+        self.decode_executor = ThreadPoolExecutor(1, thread_name_prefix="decode")
         loader = ModelLoader(self.repository, settings, self.metrics, self.preprocess_executor)
         self.registry = ModelRegistry(loader, settings)
         self.dataplane = DataPlane(self.registry, model_control=settings.model_control)
         self.policy = AccessPolicy(settings.auth)
-        self.rest: Starlette = create_rest_app(self.dataplane, settings, self.metrics, self.policy)
+        self.rest: Starlette = create_rest_app(
+            self.dataplane, settings, self.metrics, self.policy, self.decode_executor
+        )
         self.grpc = (
             GrpcServer(self.dataplane, settings, self.policy) if settings.grpc.enabled else None
         )
@@ -93,3 +98,4 @@ class Application:
         self.dataplane.draining = True
         await self.registry.stop()
         self.preprocess_executor.shutdown(wait=True)
+        self.decode_executor.shutdown(wait=True)

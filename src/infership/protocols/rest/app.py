@@ -4,9 +4,9 @@ the infer route answering in front of the router."""
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,12 +22,10 @@ from infership.metrics import Metrics
 from infership.observability.access import RequestContextMiddleware
 from infership.observability.tracing import Tracing
 from infership.protocols.rest import routes
-from infership.protocols.rest.body import BodyBudget, discard_unread
-from infership.protocols.rest.errors import closes_after, error_answer
+from infership.protocols.rest.body import BodyBudget, closes_after, discard_unread
+from infership.protocols.rest.errors import error_answer
 from infership.protocols.rest.infer import InferEndpoint
 from infership.settings import ServerSettings
-
-log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -102,6 +100,7 @@ def _middleware(
     metrics: Metrics,
     policy: AccessPolicy,
     budget: BodyBudget,
+    decode_executor: Executor | None,
 ) -> list[Middleware]:
     observability = settings.observability
     tracing = Tracing.if_configured() if observability.tracing else None
@@ -116,6 +115,7 @@ def _middleware(
             metrics=metrics,
             policy=policy,
             budget=budget,
+            decode_executor=decode_executor,
         ),
     ]
 
@@ -125,15 +125,17 @@ def create_rest_app(
     settings: ServerSettings,
     metrics: Metrics,
     policy: AccessPolicy | None = None,
+    decode_executor: Executor | None = None,
 ) -> Starlette:
     """The ASGI app for the Open Inference Protocol over REST, plus uploads and metrics.
-    ``policy`` defaults to one built from ``settings.auth``."""
+    ``policy`` defaults to one built from ``settings.auth``; large bodies are decoded in
+    ``decode_executor`` (default: asyncio's)."""
     page: list[BaseRoute] = web.routes() if settings.observability.web_page else []
     policy = policy or AccessPolicy(settings.auth)
     budget = BodyBudget(settings.http.body_memory_bytes)
     app = Starlette(
         routes=[*_routes(), *page],
-        middleware=_middleware(dataplane, settings, metrics, policy, budget),
+        middleware=_middleware(dataplane, settings, metrics, policy, budget, decode_executor),
         exception_handlers={HTTPException: _http_error},
     )
     app.state.dataplane = dataplane

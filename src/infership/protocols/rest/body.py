@@ -1,4 +1,5 @@
-"""Request bodies: read whole under a size limit, inside a memory budget all requests share.
+"""Request bodies: read whole under a size limit, inside a memory budget all requests share,
+and, before a connection closes, the rest of one nobody read (a lingering close).
 
 A large body costs far more memory while it is read and decoded than the tensor it becomes: a
 ``[1, 3, 224, 224]`` JSON tensor is 2.9 MB of text, held once as the body and again by the JSON
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.types import Receive
@@ -61,6 +63,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = await receive_body(request.receive, limit, declared)
     request._body = body  # how Starlette knows the stream is read, and what form() parses
     return body
+
+
+def closes_after(
+    request_connection: str | None, response_headers: Mapping[str, str], http_version: str | None
+) -> bool:
+    """Whether the connection is closed once this response is sent."""
+    response_connection = next(
+        (v for k, v in response_headers.items() if k.lower() == "connection"), ""
+    )
+    tokens = f"{request_connection or ''},{response_connection}"
+    return "close" in tokens.lower() or http_version == "1.0"
 
 
 async def drain(receive: Receive, limit: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 
 from infership import errors
 from infership.protocols.rest.codec import encode_json
@@ -72,14 +71,3 @@ def _body(message: str) -> bytes:
 
 def _json() -> dict[str, str]:
     return {"Content-Type": "application/json"}  # a new dict: callers add headers to it
-
-
-def closes_after(
-    request_connection: str | None, response_headers: Mapping[str, str], http_version: str | None
-) -> bool:
-    """Whether the connection is closed once this response is sent."""
-    response_connection = next(
-        (v for k, v in response_headers.items() if k.lower() == "connection"), ""
-    )
-    tokens = f"{request_connection or ''},{response_connection}"
-    return "close" in tokens.lower() or http_version == "1.0"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import NamedTuple
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,19 +23,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from infership.auth.policy import Access, AccessPolicy, bearer_token
 from infership.dataplane import DataPlane
 from infership.metrics import Metrics
-from infership.protocols.rest.body import BodyBudget, content_length, drain, receive_body
+from infership.protocols.rest.body import (
+    BodyBudget,
+    closes_after,
+    content_length,
+    drain,
+    receive_body,
+)
 from infership.protocols.rest.codec import (
     compress_body,
     decode_infer_request,
     encode_infer_response,
 )
-from infership.protocols.rest.errors import closes_after, error_answer
+from infership.protocols.rest.errors import error_answer
 from infership.protocols.rest.routes import until_disconnected
 from infership.settings import ServerSettings
+from infership.types import InferenceRequest
 
 INLINE_DECODE_BYTES = 256 * 1024
-"""Bodies this large or larger are decoded in a worker thread: parsing a large JSON tensor takes
-milliseconds per megabyte, which the event loop must not spend."""
+"""Bodies this large or larger are decoded in a worker thread (``decode_executor``): parsing a
+large JSON tensor takes milliseconds per megabyte, which the event loop must not spend."""
 
 
 class RouteTemplate(NamedTuple):
@@ -79,12 +88,14 @@ class InferEndpoint:
         metrics: Metrics,
         policy: AccessPolicy,
         budget: BodyBudget,
+        decode_executor: Executor | None = None,
     ) -> None:
         self.app = app
         self._plane = dataplane
         self._metrics = metrics
         self._policy = policy
         self._budget = budget
+        self._decode_executor = decode_executor
         self._max_body_bytes = settings.http.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +131,7 @@ class InferEndpoint:
                     max_body_bytes=self._max_body_bytes,
                 )
                 small = len(body) < INLINE_DECODE_BYTES
-                inference = decode() if small else await asyncio.to_thread(decode)
+                inference = decode() if small else await self._decode_in_thread(decode)
                 del body, decode  # a JSON body is several times its tensor: free it first
             result = await until_disconnected(receive, self._plane.infer(name, version, inference))
             payload, answer = encode_infer_response(result, inference)
@@ -139,6 +150,10 @@ class InferEndpoint:
         ):
             await drain(receive, self._max_body_bytes)
         await _send(send, status, payload, answer)
+
+    async def _decode_in_thread(self, decode: Callable[[], InferenceRequest]) -> InferenceRequest:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_executor, decode)
 
 
 async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
