@@ -34,7 +34,7 @@ e2e: $(STAMP) interop-venvs
 bench-peers:  ## One virtualenv per peer server under bench/peers/.venvs (slow, network)
 	bench/peers/setup.sh
 
-bench: $(STAMP) bench-peers  ## The benchmark suite (~13 min); appends its results to BENCHMARKS.md
+bench: $(STAMP) bench-peers  ## The benchmark suite (~17 min); appends its results to BENCHMARKS.md
 	$(BIN)/python bench/suite.py --append
 
 # The interop suite (tests/interop) runs each PyPI client in its own virtualenv: tritonclient.grpc

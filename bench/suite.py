@@ -1,6 +1,6 @@
 """The benchmark suite: one command, results appended to BENCHMARKS.md.
 
-    .venv/bin/python bench/suite.py            # full run, about 13 minutes on 2 cores
+    .venv/bin/python bench/suite.py            # full run, about 17 minutes on 2 cores
     .venv/bin/python bench/suite.py --smoke    # seconds; what CI runs so the suite cannot rot
 
 Parts, all in one run so their ratios need no correction between days:
