@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
+from pathlib import Path
 
 from infership.errors import ConfigError
 from infership.metrics import Metrics
@@ -11,7 +14,7 @@ from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
 from infership.processing.text import TextPreprocessor
 from infership.repository import FilesystemRepository, ModelSource
-from infership.repository.manifest import MANIFEST_NAME
+from infership.repository.manifest import MANIFEST_NAME, Classification
 from infership.runtimes import Runtime, load_runtime
 from infership.runtimes.gpu import register_gpu_metrics
 from infership.security.guard import ModelGuard
@@ -39,8 +42,9 @@ class ModelLoader:
         register_gpu_metrics(metrics.registry)
 
     def prepare(self, name: str) -> ModelSource:
-        source = self.repository.find(name)
-        source.verify()
+        with _files_named_by(self.repository.root / name / MANIFEST_NAME):
+            source = self.repository.find(name)
+            source.verify()
         return source
 
     def _load_runtime(self, source: ModelSource, version: int) -> Runtime:
@@ -55,6 +59,10 @@ class ModelLoader:
         return runtime
 
     def build(self, source: ModelSource, version: int) -> ServedModel:
+        with _files_named_by(source.directory / MANIFEST_NAME):
+            return self._build(source, version)
+
+    def _build(self, source: ModelSource, version: int) -> ServedModel:
         runtime = self._load_runtime(source, version)
         manifest = source.manifest
         where = source.directory / MANIFEST_NAME
@@ -76,8 +84,7 @@ class ModelLoader:
             spec = _find(
                 runtime.outputs, config_c.output, where, "postprocess.classification.output"
             )
-            labels = source.directory / config_c.labels if config_c.labels else None
-            classifier = Classifier(config_c, labels, spec.shape[-1])
+            classifier = _classifier(source, config_c, spec.shape[-1])
         text = self._text(source, version, runtime) if manifest.preprocess.text else None
         return ServedModel(
             source.name,
@@ -106,6 +113,37 @@ class ModelLoader:
                     f"input {feed!r} is {spec.datatype} {list(spec.shape)}"
                 )
         return text
+
+
+def _classifier(source: ModelSource, config: Classification, classes: int) -> Classifier:
+    if config.labels is None:
+        return Classifier(config, None, classes)
+    labels = source.directory / config.labels
+    where = f"{source.directory / MANIFEST_NAME}: field 'postprocess.classification.labels'"
+    try:
+        return Classifier(config, labels, classes)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where}: {labels} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start} ({exc.reason}); save it as UTF-8, one label per line"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {labels}: {exc.strerror}") from exc
+
+
+@contextmanager
+def _files_named_by(manifest: Path) -> Iterator[None]:
+    """Turn what reading the model's files can raise, where a step has not named it more
+    precisely, into a ConfigError naming the file: every file read at load comes from the
+    model folder, so a file that cannot be read or decoded is the operator's to fix (a 4xx
+    from the repository API), not a server failure."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{manifest}: a file of this model is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        path = exc.filename if exc.filename is not None else manifest.parent
+        raise ConfigError(f"{manifest}: cannot read {path}: {exc.strerror}") from exc
 
 
 def _find(specs: tuple[TensorSpec, ...], name: str, where: object, field: str) -> TensorSpec:

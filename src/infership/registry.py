@@ -16,6 +16,7 @@ from infership.errors import (
 )
 from infership.loader import ModelLoader
 from infership.model import ServedModel
+from infership.repository.manifest import check_model_name
 from infership.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class ModelRegistry:
         """Load (or reload) every selected version of ``name``, warm it, then swap it in.
 
         The new versions are ready before the old ones stop, and the old ones finish what they
-        had queued. Raises ModelNotFound, ConfigError or ModelLoadError.
+        had queued; if loading fails, the old ones keep serving. Raises InvalidRequest (a name
+        no model can have), ModelNotFound, ConfigError or ModelLoadError.
         """
+        check_model_name(name)  # before any file system call: the name comes from the caller
         if not self.repository.exists(name):
             raise ModelNotFound(f"model {name!r} is not in the repository {self.repository.root}")
         async with self._lock:
@@ -66,12 +69,15 @@ class ModelRegistry:
                 self._status[name] = [ModelStatus(name, None, ModelState.LOADING)]
             try:
                 loaded = await self._load_versions(name)
-            except InfershipError as exc:
+            except Exception as exc:
+                # Anything else is a bug, logged where it is answered; the state must not stay
+                # LOADING for ever because of it.
+                reason = str(exc) if isinstance(exc, InfershipError) else "internal error"
                 if old:  # the versions already serving keep serving; say why the reload failed
                     for status in self._status[name]:
-                        status.reason = f"reload failed: {exc}"
+                        status.reason = f"reload failed: {reason}"
                 else:
-                    self._status[name] = [ModelStatus(name, None, ModelState.UNAVAILABLE, str(exc))]
+                    self._status[name] = [ModelStatus(name, None, ModelState.UNAVAILABLE, reason)]
                 raise
             self._served[name] = {m.version: m for m in loaded}
             self._status[name] = [ModelStatus(name, m.version, ModelState.READY) for m in loaded]
@@ -82,7 +88,9 @@ class ModelRegistry:
         await self._retire(old.values())
 
     async def unload(self, name: str) -> None:
-        """Stop serving ``name`` after its queued requests finish."""
+        """Stop serving ``name`` after its queued requests finish. Raises InvalidRequest or
+        ModelNotFound."""
+        check_model_name(name)
         async with self._lock:
             if name not in self._served and name not in self._status:
                 raise ModelNotFound(f"model {name!r} is not loaded")

@@ -11,6 +11,7 @@ models/
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from infership.repository.manifest import (
     LatestVersions,
     ModelManifest,
     SpecificVersions,
+    is_model_name,
     load_manifest,
 )
 
@@ -62,13 +64,19 @@ class FilesystemRepository:
         return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST_NAME}"))
 
     def exists(self, name: str) -> bool:
-        """True when ``name`` is a model folder of this repository (never a path outside it)."""
-        if not name or "/" in name or "\\" in name or name.startswith("."):
+        """True when ``name`` is a model folder of this repository (never a path outside it).
+        Never raises: a name no folder can have, or one the file system refuses, is not there."""
+        if not is_model_name(name):
             return False
-        return (self.root / name / MANIFEST_NAME).is_file()
+        try:
+            return (self.root / name / MANIFEST_NAME).is_file()
+        except OSError:  # Python 3.11's is_file lets EACCES, ENAMETOOLONG and others through
+            return False
 
     def find(self, name: str) -> ModelSource:
-        """Read and validate one model. Raises ModelNotFound or ConfigError (naming the file)."""
+        """Read and validate one model. Raises ModelNotFound (also for a name no model can
+        have; callers taking names from clients check them first, ``check_model_name``) or
+        ConfigError (naming the file)."""
         if not self.exists(name):
             raise ModelNotFound(f"model {name!r} is not in the repository {self.root}")
         manifest_path = self.root / name / MANIFEST_NAME
@@ -92,16 +100,17 @@ def file_sha256(path: Path) -> str:
                 digest.update(chunk)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:  # a NUL byte in the path
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
     return digest.hexdigest()
 
 
 def _select_versions(manifest_path: Path, manifest: ModelManifest) -> tuple[int, ...]:
     folder = manifest_path.parent
-    available = sorted(
-        int(p.name)
-        for p in folder.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name)
-    )
+    try:
+        available = sorted(int(p.name) for p in folder.iterdir() if _is_version_folder(p))
+    except OSError as exc:
+        raise ConfigError(f"{folder}: cannot list the version folders: {exc.strerror}") from exc
     if not available:
         raise ConfigError(f"{folder}: no version folders (expected 1/, 2/, ...)")
     policy = manifest.version_policy
@@ -120,30 +129,40 @@ def _select_versions(manifest_path: Path, manifest: ModelManifest) -> tuple[int,
     return tuple(sorted(set(policy.specific)))
 
 
+def _is_version_folder(path: Path) -> bool:
+    # "1" only, not "01" or "٣": two spellings of one version would load it twice.
+    name = path.name
+    return name.isascii() and name.isdigit() and name == str(int(name)) and path.is_dir()
+
+
 def _check_files_exist(manifest_path: Path, source: ModelSource) -> None:
     manifest = source.manifest
     for version in source.versions:
-        if not source.artifact(version).is_file():
-            raise ConfigError(
-                f"{manifest_path}: field 'artifact': {source.artifact(version)} does not exist"
-            )
+        _require_file(manifest_path, "artifact", source.artifact(version))
     labels = manifest.postprocess.classification and manifest.postprocess.classification.labels
-    if labels and not (source.directory / labels).is_file():
-        raise ConfigError(
-            f"{manifest_path}: field 'postprocess.classification.labels': "
-            f"{source.directory / labels} does not exist"
-        )
+    if labels:
+        _require_file(manifest_path, "postprocess.classification.labels", source.directory / labels)
     signing = manifest.signing
     for field, key in [("public_key", signing.public_key)] + [
         (f"certificate_chain.{i}", c) for i, c in enumerate(signing.certificate_chain)
     ]:
-        if key is not None and not (source.directory / key).is_file():
-            raise ConfigError(
-                f"{manifest_path}: field 'signing.{field}': {source.directory / key} does not exist"
-            )
+        if key is not None:
+            _require_file(manifest_path, f"signing.{field}", source.directory / key)
     for relative in manifest.sha256:
-        if not (source.directory / relative).is_file():
-            raise ConfigError(
-                f"{manifest_path}: field 'sha256.{relative}': {source.directory / relative} "
-                "does not exist"
-            )
+        _require_file(manifest_path, f"sha256.{relative}", source.directory / relative)
+
+
+def _require_file(manifest_path: Path, field: str, path: Path) -> None:
+    """Raise ConfigError naming the field unless ``path`` is a regular file we can reach.
+    Paths come from model.yaml, so any OSError (or a NUL byte) is the manifest's problem."""
+    where = f"{manifest_path}: field {field!r}: {path}"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a usable path: {exc}") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{where} is not a regular file")

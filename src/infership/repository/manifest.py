@@ -22,16 +22,27 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infership.batching.policy import BatchPolicy
-from infership.configfile import load_yaml
-from infership.errors import ConfigError
+from infership.configfile import describe
+from infership.errors import ConfigError, InvalidRequest
+from infership.repository._yaml import read_yaml
 from infership.types import DATATYPES, TensorSpec
 
 MANIFEST_NAME = "model.yaml"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# ASCII only, and used with fullmatch: "$" would also match before a trailing newline.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_MAX_MESSAGE = 2000
+"""Longest problem description sent back: an unknown key may be a megabyte long."""
 
 
 class _Strict(BaseModel):
@@ -254,7 +265,7 @@ class ModelManifest(_Strict):
     @classmethod
     def _hex_digests(cls, value: dict[str, str]) -> dict[str, str]:
         for path, digest in value.items():
-            if not _SHA256.match(digest):
+            if not _SHA256.fullmatch(digest):
                 raise ValueError(f"{path}: expected 64 lower-case hex digits, got {digest!r}")
             _inside_model_folder(path)
         return value
@@ -266,12 +277,49 @@ def _inside_model_folder(path: str) -> str:
     return path
 
 
+def is_model_name(name: str) -> bool:
+    """True for a name a model folder may have: 1 to 128 ASCII letters, digits, ``_``, ``.``
+    and ``-``, starting with a letter or digit. No such name can leave the repository folder
+    (no ``/``, no ``..`` of its own) or be too long for a file system."""
+    return _MODEL_NAME.fullmatch(name) is not None
+
+
+def check_model_name(name: str) -> None:
+    """Raise InvalidRequest unless ``name`` is a valid model name (``is_model_name``): the
+    caller named a model that no repository can hold."""
+    if not is_model_name(name):
+        shown = repr(name) if len(name) <= 64 else f"{name[:32]!r}... ({len(name)} characters)"
+        raise InvalidRequest(
+            f"{shown} is not a valid model name: use 1 to 128 ASCII letters, digits, '_', '.' "
+            "or '-', starting with a letter or digit"
+        )
+
+
 def load_manifest(path: Path) -> ModelManifest:
-    """Parse and validate one ``model.yaml``; any problem is a ConfigError naming file and field."""
-    manifest = load_yaml(path, ModelManifest)
+    """Parse and validate one ``model.yaml``; any problem is a ConfigError naming file and field.
+
+    The file is read with ``read_yaml``'s limits: it may come from whoever can write to the
+    repository, and is read again by every load through the repository API."""
+    raw = read_yaml(path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    try:
+        manifest = ModelManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_shorten(f"{path}: {describe(exc)}")) from exc
     folder = path.parent.name
     if manifest.name is not None and manifest.name != folder:
-        raise ConfigError(f"{path}: field 'name': {manifest.name!r} differs from folder {folder!r}")
-    if not _MODEL_NAME.match(folder):
+        raise ConfigError(
+            _shorten(f"{path}: field 'name': {manifest.name!r} differs from folder {folder!r}")
+        )
+    if not is_model_name(folder):
         raise ConfigError(f"{path}: model folder name {folder!r} is not a valid model name")
     return manifest
+
+
+def _shorten(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE:
+        return message
+    return f"{message[:_MAX_MESSAGE]}... ({len(message) - _MAX_MESSAGE} more characters)"
