@@ -13,6 +13,7 @@ Grouped by who has to act. Transports map these classes to status codes in one t
     │   ├── Unauthenticated          no credentials, or unknown or expired ones
     │   ├── Forbidden                switched off here, or the key lacks the scope
     │   ├── RateLimited              the caller's key is over its rate (carries retry_after_s)
+    │   ├── RequestTimeout           the request arrived too slowly (head, body, or a stall)
     │   └── ClientDisconnected       the caller went away; its request was abandoned
     ├── CapacityError                the server is healthy but cannot take this request now
     │   ├── QueueFull                the model's queue is at its bound (carries retry_after_s)
@@ -86,6 +87,11 @@ class RateLimited(ClientError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class RequestTimeout(ClientError):
+    """The request arrived too slowly: its head or body missed its deadline, or its body
+    stalled while holding memory others were waiting for."""
 
 
 class ClientDisconnected(ClientError):

@@ -33,6 +33,11 @@ class HttpSettings(_Section):
     """Bytes of large request bodies (64 KiB and up) read and decoded at once; the others wait,
     held back by TCP flow control. Bounds memory under many concurrent large JSON bodies."""
 
+    body_min_rate: int = Field(64 * 1024, ge=1)
+    """Bytes/s a large body must keep arriving at to keep memory reserved ahead of its data
+    while other bodies wait; a slower one keeps only what it delivered (at most a quarter of
+    ``body_memory_bytes``, else 408)."""
+
     max_concurrency: int = Field(256, ge=1)
     """Open connections and tasks beyond which new requests get 503 at once (bounds memory)."""
 

@@ -87,9 +87,20 @@ def deserialize_bytes_tensor(buf: bytes | memoryview, count: int) -> Array:
 MAX_RANK = 32
 """Most dimensions a tensor may have (numpy's own limit is 64)."""
 
+MAX_ELEMENTS = 1 << 32
+"""Most elements a shape may describe, zero-length dimensions aside. No body or message within
+the limits carries that many (each element needs at least one byte), so it refuses no real
+tensor; it keeps an empty tensor such as ``[0, 2**63 - 1]``, which the data cannot bound, from
+naming a shape numpy cannot hold."""
+
 
 def check_shape(name: str, shape: object) -> tuple[int, ...]:
-    """Return ``shape`` as a tuple, or raise InvalidRequest unless it is non-negative ints."""
+    """Return ``shape`` as a tuple, or raise InvalidRequest unless it is non-negative ints of
+    at most :data:`MAX_RANK` dimensions describing at most :data:`MAX_ELEMENTS` elements.
+
+    >>> check_shape("x", [2, 0, 3])
+    (2, 0, 3)
+    """
     if isinstance(shape, list | tuple) and len(shape) > MAX_RANK:
         raise InvalidRequest(
             f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK}"
@@ -101,7 +112,16 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
         raise InvalidRequest(
             f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}"
         )
-    return tuple(int(dim) for dim in shape)
+    dims = tuple(int(dim) for dim in shape)
+    extent = 1
+    for dim in dims:
+        extent *= dim or 1
+        if extent > MAX_ELEMENTS:  # checked per step: a product of huge ints is slow to make
+            raise InvalidRequest(
+                f"input {name!r}: shape {list(dims)} has over {MAX_ELEMENTS} elements"
+                " (zero dimensions aside)"
+            )
+    return dims
 
 
 def tensor_from_raw(
@@ -173,18 +193,6 @@ def tensor_from_list(name: str, datatype: str, shape: Sequence[int], data: Any) 
     return _shaped(name, flat, dims)
 
 
-def tensor_from_numbers(name: str, datatype: str, shape: Sequence[int], numbers: Array) -> Array:
-    """Build a tensor from a flat JSON number array already parsed into numpy (float64 for
-    any JSON numbers, int64 or uint64 for JSON integers), with the checks of tensor_from_list.
-
-    >>> tensor_from_numbers("x", "INT8", [2], np.array([1, -2]))
-    array([ 1, -2], dtype=int8)
-    """
-    dims = check_shape(name, shape)
-    target = _dtype(name, datatype)
-    return _shaped(name, _cast_numbers(name, datatype, target, numbers), dims)
-
-
 def _shaped(name: str, flat: Array, dims: tuple[int, ...]) -> Array:
     if flat.size != math.prod(dims):
         raise InvalidRequest(
@@ -199,8 +207,9 @@ def tensor_to_json_data(array: Array) -> Any:
 
     Numeric tensors come back as a flat C-contiguous native-endian array, which
     ``orjson.dumps(..., option=OPT_SERIALIZE_NUMPY)`` writes directly (every OIP dtype,
-    float16 and bool included, and float32 without float64 round-trip noise). BYTES come
-    back as a list of ``str``, or None if an element is not valid UTF-8.
+    float16 and bool included, and float32 without float64 round-trip noise); None when it
+    holds an infinity or NaN, which JSON cannot write. BYTES come back as a list of ``str``,
+    or None if an element is not valid UTF-8.
 
     >>> tensor_to_json_data(np.array([b"hi", b"\\xff"], dtype=object)) is None
     True
@@ -215,6 +224,9 @@ def tensor_to_json_data(array: Array) -> Any:
             # JSON strings must be UTF-8; the binary layout carries any bytes, and both
             # tritonclient and kserve read a binary output even when they asked for JSON.
             return None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # JSON has no infinity or NaN (orjson would write null, a wrong answer): binary does.
+        return None
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("=")).reshape(-1)
 
 

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from infership.errors import ClientError
 from infership.processing.image import ImagePreprocessor
-from infership.protocols.rest import codec
 from infership.protocols.rest.codec import decode_infer_request
 from infership.repository.manifest import ImagePreprocess
 from infership.tensors import deserialize_bytes_tensor, tensor_from_list, tensor_from_raw
@@ -87,30 +86,6 @@ def test_infer_request_decoder_on_near_valid_requests_raises_only_client_errors(
         return
     for array in decoded.inputs.values():
         assert isinstance(array, np.ndarray)
-
-
-def _outcome(body: bytes, header_length: str | None) -> object:
-    try:
-        decoded = decode_infer_request(body, header_length=header_length, max_body_bytes=1 << 16)
-    except ClientError as exc:
-        return type(exc), exc.message
-    return {name: (a.dtype, a.shape, a.tobytes()) for name, a in decoded.inputs.items()}
-
-
-@FUZZ
-@given(request=infer_bodies())
-def test_numbers_straight_to_numpy_decode_exactly_like_the_list_path(
-    request: tuple[bytes, str | None],
-) -> None:
-    """Large JSON bodies take simdjson's number buffers; small ones orjson's lists. Forcing
-    each path on the same body must give the same tensors, or the same error."""
-    body, header_length = request
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(codec, "_NUMBERS_JSON_BYTES", 1 << 30)
-        through_lists = _outcome(body, header_length)
-        patch.setattr(codec, "_NUMBERS_JSON_BYTES", 0)
-        straight = _outcome(body, header_length)
-    assert straight == through_lists
 
 
 @FUZZ

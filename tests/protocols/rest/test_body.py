@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import httpx
 import numpy as np
@@ -11,6 +10,7 @@ import orjson
 import pytest
 
 from infership.app import Application
+from infership.errors import PayloadTooLarge, RequestTimeout
 from infership.protocols.rest.body import SMALL_BODY_BYTES, BodyBudget
 
 KIB = 1024
@@ -22,17 +22,20 @@ async def _settle() -> None:
 
 
 async def _holding(
-    budget: BodyBudget, size: int | None, entered: asyncio.Event, leave: asyncio.Event
+    budget: BodyBudget, size: int, entered: asyncio.Event, leave: asyncio.Event
 ) -> None:
-    async with budget.hold(size):
+    await budget.acquire(size)
+    try:
         entered.set()
         await leave.wait()
+    finally:
+        budget.release(size)
 
 
 class _Holder:
     """A task holding ``size`` bytes of ``budget`` until told to leave."""
 
-    def __init__(self, budget: BodyBudget, size: int | None) -> None:
+    def __init__(self, budget: BodyBudget, size: int) -> None:
         self.entered = asyncio.Event()
         self.leave = asyncio.Event()
         self.task = asyncio.create_task(_holding(budget, size, self.entered, self.leave))
@@ -40,12 +43,6 @@ class _Holder:
     async def done(self) -> None:
         self.leave.set()
         await self.task
-
-
-async def test_small_bodies_are_read_without_the_budget() -> None:
-    budget = BodyBudget(256 * KIB)
-    async with budget.hold(SMALL_BODY_BYTES - 1):
-        assert budget.free == 256 * KIB
 
 
 async def test_a_body_waits_until_its_bytes_fit() -> None:
@@ -88,29 +85,6 @@ async def test_a_smaller_body_does_not_overtake_a_waiting_larger_one() -> None:
     assert budget.free == 256 * KIB
 
 
-async def test_a_body_larger_than_the_budget_is_read_alone() -> None:
-    budget = BodyBudget(256 * KIB)
-    huge = _Holder(budget, 10 * 256 * KIB)
-    await _settle()
-    assert huge.entered.is_set()
-    assert budget.free == 0
-    other = _Holder(budget, 64 * KIB)
-    await _settle()
-    assert not other.entered.is_set()
-    await huge.done()
-    await other.done()
-    assert budget.free == 256 * KIB
-
-
-async def test_a_body_of_unknown_size_takes_the_whole_budget() -> None:
-    budget = BodyBudget(256 * KIB)
-    chunked = _Holder(budget, None)
-    await _settle()
-    assert budget.free == 0
-    await chunked.done()
-    assert budget.free == 256 * KIB
-
-
 async def test_a_cancelled_waiter_leaves_its_place_to_those_behind_it() -> None:
     budget = BodyBudget(256 * KIB)
     first = _Holder(budget, 128 * KIB)
@@ -132,10 +106,10 @@ async def test_a_cancelled_waiter_leaves_its_place_to_those_behind_it() -> None:
 
 async def test_a_waiter_cancelled_as_it_is_granted_gives_the_bytes_back() -> None:
     budget = BodyBudget(256 * KIB)
-    async with contextlib.AsyncExitStack() as first:
-        await first.enter_async_context(budget.hold(256 * KIB))
-        waiter = _Holder(budget, 256 * KIB)
-        await _settle()
+    await budget.acquire(256 * KIB)
+    waiter = _Holder(budget, 256 * KIB)
+    await _settle()
+    budget.release(256 * KIB)
     # Leaving granted the waiter's future without yielding: the waiter has not resumed yet.
     waiter.task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -158,7 +132,7 @@ async def test_a_large_json_request_waits_for_the_budget_and_then_is_answered(
     json_body = orjson.dumps({"inputs": [{**tensor, "data": pixels.ravel().tolist()}]})
     assert len(json_body) > SMALL_BODY_BYTES
     infer = "/v2/models/efficientnet-lite0/infer"
-    held = _Holder(budget, None)
+    held = _Holder(budget, budget.capacity)
     await _settle()
     large = asyncio.create_task(
         client.post(infer, content=json_body, headers={"content-type": "application/json"})
@@ -174,3 +148,159 @@ async def test_a_large_json_request_waits_for_the_budget_and_then_is_answered(
     assert response.status_code == 200, response.text
     assert response.json()["outputs"]
     assert budget.free == budget.capacity
+
+
+# --- reading under the budget: no client holds it (issue 16, F3) -------------------------------
+
+
+class _Sender:
+    """An ASGI ``receive`` fed by the test: ``send`` a chunk, ``finish`` the body, or stall."""
+
+    def __init__(self) -> None:
+        self._messages: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def send(self, size: int) -> None:
+        self._messages.put_nowait({"type": "http.request", "body": b"x" * size, "more_body": True})
+
+    def finish(self, size: int = 0) -> None:
+        self._messages.put_nowait({"type": "http.request", "body": b"x" * size})
+
+    async def receive(self) -> dict[str, object]:
+        return await self._messages.get()
+
+
+async def _read(budget: BodyBudget, sender: _Sender, declared: int | None, **kw: bool) -> int:
+    async with budget.read(sender.receive, 1 << 30, declared, **kw) as body:  # type: ignore[arg-type]
+        return len(body)
+
+
+@pytest.fixture
+def quick_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BodyBudget, "WINDOW_S", 0.05)
+
+
+async def test_a_trickling_body_does_not_queue_before_its_first_bytes_are_in() -> None:
+    budget = BodyBudget(256 * KIB)
+    trickler = _Sender()
+    trickler.send(10)  # of a declared 60 MB: nothing reserved for it yet
+    slow = asyncio.create_task(_read(budget, trickler, 60_000_000))
+    await _settle()
+    assert budget.free == budget.capacity
+    upload = _Sender()
+    upload.finish(200 * KIB)
+    assert await asyncio.wait_for(_read(budget, upload, 200 * KIB), 1) == 200 * KIB
+    slow.cancel()
+
+
+async def test_a_body_that_stalls_while_others_wait_gives_back_what_it_has_not_filled(
+    quick_window: None,
+) -> None:
+    budget = BodyBudget(1024 * KIB)
+    staller = _Sender()
+    staller.send(SMALL_BODY_BYTES)  # enough to queue, then nothing
+    stalled = asyncio.create_task(_read(budget, staller, None))
+    await _settle()
+    assert budget.free == 0  # unknown size: the whole budget, while it keeps arriving
+    upload = _Sender()
+    upload.finish(512 * KIB)
+    assert await asyncio.wait_for(_read(budget, upload, 512 * KIB), 1) == 512 * KIB
+    assert budget.free == budget.capacity - SMALL_BODY_BYTES  # parked: what it delivered
+    staller.finish(100)  # it resumes and is charged as it delivers
+    assert await asyncio.wait_for(stalled, 1) == SMALL_BODY_BYTES + 100
+    assert budget.free == budget.capacity
+
+
+async def test_a_body_that_keeps_arriving_keeps_its_share(quick_window: None) -> None:
+    budget = BodyBudget(1024 * KIB)
+    sender = _Sender()
+    sender.send(SMALL_BODY_BYTES)
+    reading = asyncio.create_task(_read(budget, sender, 1024 * KIB))
+    await _settle()
+    waiter = _Sender()
+    waiter.finish(512 * KIB)
+    waiting = asyncio.create_task(_read(budget, waiter, 512 * KIB))
+    for _ in range(12):  # 8 KiB every 10 ms: 800 KiB/s, over the 64 KiB/s floor
+        sender.send(8 * KIB)
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    sender.finish(1024 * KIB - SMALL_BODY_BYTES - 12 * 8 * KIB)
+    assert await asyncio.wait_for(reading, 1) == 1024 * KIB
+    assert await asyncio.wait_for(waiting, 1) == 512 * KIB
+
+
+async def test_a_stalled_body_parking_over_a_quarter_of_the_budget_gets_408(
+    quick_window: None,
+) -> None:
+    budget = BodyBudget(1024 * KIB)
+    staller = _Sender()
+    staller.send(300 * KIB)  # over 256 KiB, a quarter, then nothing
+    stalled = asyncio.create_task(_read(budget, staller, 1000 * KIB))
+    await _settle()
+    upload = _Sender()
+    upload.finish(900 * KIB)
+    assert await asyncio.wait_for(_read(budget, upload, 900 * KIB), 1) == 900 * KIB
+    with pytest.raises(RequestTimeout, match="may hold at most 262144 bytes"):
+        await stalled
+    assert budget.free == budget.capacity
+
+
+async def test_a_slow_body_with_nobody_waiting_keeps_its_share(quick_window: None) -> None:
+    budget = BodyBudget(1024 * KIB)
+    sender = _Sender()
+    sender.send(SMALL_BODY_BYTES)
+    reading = asyncio.create_task(_read(budget, sender, 512 * KIB))
+    await asyncio.sleep(0.2)  # four windows with nothing sent
+    assert budget.free == budget.capacity - 512 * KIB
+    sender.finish(512 * KIB - SMALL_BODY_BYTES)
+    assert await asyncio.wait_for(reading, 1) == 512 * KIB
+
+
+async def test_a_body_larger_than_the_budget_is_read_alone() -> None:
+    budget = BodyBudget(256 * KIB)
+    sender = _Sender()
+    sender.send(SMALL_BODY_BYTES)
+    huge = asyncio.create_task(_read(budget, sender, 10 * 256 * KIB))
+    await _settle()
+    assert budget.free == 0
+    sender.finish(10 * 256 * KIB - SMALL_BODY_BYTES)
+    assert await huge == 10 * 256 * KIB
+    assert budget.free == budget.capacity
+
+
+async def test_a_body_of_unknown_size_reserves_the_whole_budget() -> None:
+    budget = BodyBudget(256 * KIB)
+    sender = _Sender()
+    sender.send(SMALL_BODY_BYTES)
+    chunked = asyncio.create_task(_read(budget, sender, None))
+    await _settle()
+    assert budget.free == 0
+    sender.finish(10)
+    assert await chunked == SMALL_BODY_BYTES + 10
+    assert budget.free == budget.capacity
+
+
+async def test_a_compressed_body_is_charged_the_whole_budget_however_small() -> None:
+    budget = BodyBudget(1024 * KIB)
+    sender = _Sender()
+    sender.finish(100)
+    async with budget.read(sender.receive, 1 << 20, 100, encoded=True) as body:  # type: ignore[arg-type]
+        assert len(body) == 100
+        assert budget.free == 0  # it may inflate to the body limit when decoded
+    assert budget.free == budget.capacity
+
+
+async def test_a_small_plain_body_is_read_outside_the_budget() -> None:
+    budget = BodyBudget(1024 * KIB)
+    sender = _Sender()
+    sender.finish(100)
+    async with budget.read(sender.receive, 1 << 20, 100) as body:  # type: ignore[arg-type]
+        assert len(body) == 100
+        assert budget.free == budget.capacity
+
+
+async def test_a_declared_body_over_the_limit_is_refused_before_it_is_read() -> None:
+    budget = BodyBudget(1024 * KIB)
+    sender = _Sender()  # sends nothing: a refusal that read would wait for ever
+    with pytest.raises(PayloadTooLarge, match="5000 bytes is over the limit of 1000"):
+        async with budget.read(sender.receive, 1000, 5000):  # type: ignore[arg-type]
+            pass

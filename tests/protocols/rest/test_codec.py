@@ -429,9 +429,9 @@ def test_bad_requests_are_rejected(
     assert message in str(caught.value)
 
 
-# Large JSON tensors: numbers parsed straight into numpy (simdjson), not through Python lists.
+# Large JSON tensors: exact, checked like small ones, and bounded in the values they may hold.
 
-LARGE = 20_000  # elements: well over the 64 KiB from which the numbers go straight to numpy
+LARGE = 20_000  # elements: a body well over 64 KiB (where pysimdjson used to take over)
 
 LARGE_TENSORS = {
     "FP32": np.random.default_rng(1).standard_normal(LARGE).astype(np.float32),
@@ -450,18 +450,44 @@ def tensor_body(datatype: str, shape: list[int], data: Any) -> bytes:
 
 
 @pytest.mark.parametrize("datatype", sorted(LARGE_TENSORS))
-def test_large_json_tensors_go_straight_to_numpy_exactly(
-    datatype: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_lists(*args: Any) -> Array:
-        raise AssertionError("a large flat JSON tensor went through Python lists")
-
-    monkeypatch.setattr(codec, "tensor_from_list", no_lists)
+def test_large_json_tensors_decode_exactly(datatype: str) -> None:
     array = LARGE_TENSORS[datatype]
     got = decode(tensor_body(datatype, [2, LARGE // 2], array)).inputs["x"]
     assert got.dtype == array.dtype
     assert got.shape == (2, LARGE // 2)
     assert got.tobytes() == array.tobytes()
+
+
+def test_a_json_body_with_more_values_than_the_limit_is_refused_before_parsing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "MAX_JSON_VALUES", 1000)
+    monkeypatch.setattr(codec.orjson, "loads", _never_parsed)
+    # 1000 commas between the numbers, 3 between the input's fields, 3 brackets, 2 braces.
+    with pytest.raises(PayloadTooLarge, match="holds up to 1008 values; the limit is 1000"):
+        decode(tensor_body("UINT8", [1001], [1] * 1001))
+
+
+def test_a_json_body_at_the_value_limit_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "MAX_JSON_VALUES", 1000)
+    # 989 + 3 commas, 3 brackets and 2 braces: 997 values at most.
+    got = decode(tensor_body("UINT8", [990], [1] * 990)).inputs["x"]
+    assert got.shape == (990,)
+
+
+def test_the_value_limit_bounds_the_json_of_a_binary_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "MAX_JSON_VALUES", 100)
+    binary = {"name": "x", "datatype": "UINT8", "shape": [1], "parameters": {"binary_data_size": 1}}
+    parameters = {f"p{i}": i for i in range(200)}
+    header = orjson.dumps({"inputs": [binary], "parameters": parameters})
+    with pytest.raises(PayloadTooLarge, match="the limit is 100"):
+        decode(header + b"\x07", header=str(len(header)))
+
+
+def _never_parsed(*args: Any) -> Any:
+    raise AssertionError("a body over the value limit reached the JSON parser")
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def create_rest_app(
     ``decode_executor`` (default: asyncio's)."""
     page: list[BaseRoute] = web.routes() if settings.observability.web_page else []
     policy = policy or AccessPolicy(settings.auth)
-    budget = BodyBudget(settings.http.body_memory_bytes)
+    budget = BodyBudget(settings.http.body_memory_bytes, min_rate=settings.http.body_min_rate)
     app = Starlette(
         routes=[*_routes(), *page],
         middleware=_middleware(dataplane, settings, metrics, policy, budget, decode_executor),

@@ -7,6 +7,10 @@ parser, for a 0.6 MB FP32 array. Read by every connection at once, 32 such bodie
 server from 290 MB to 785 MB. :class:`BodyBudget` lets only so many bytes of large bodies be in
 hand at a time; the others wait with their data still in the kernel's socket buffers, where
 TCP flow control slows their senders, and are read in arrival order as bytes are given back.
+
+A share of the budget must not become a lock that one client holds (:class:`BodyBudget` says
+how): a body joins the queue only once its first bytes are in, keeps bytes reserved ahead of
+its data only while it keeps arriving, and can park at most a quarter of the budget.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from collections import deque
 from collections.abc import Mapping
 
 from starlette.requests import Request
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
-from infership.errors import ClientDisconnected, PayloadTooLarge
+from infership.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout
 
 SMALL_BODY_BYTES = 64 * 1024
 """Bodies declared smaller than this are read without the budget: a per-request toll on the
@@ -103,15 +107,31 @@ class BodyBudget:
     """At most ``capacity`` bytes of large request bodies in hand (read or being decoded).
 
     First come, first served: a waiting body is never overtaken by a smaller one behind it, so
-    a large body cannot starve. A body larger than the whole budget is read alone. A body of
-    unknown size (chunked) takes the whole budget, as the worst it could be. A sender that
-    trickles holds its share for at most ``http.body_timeout_s`` (then it gets 408).
+    a large body cannot starve. A body larger than the whole budget is read alone. How
+    :meth:`read` keeps one client from holding the budget (issue 16, F3):
+
+    - a body joins the queue only once its first ``SMALL_BODY_BYTES`` are in: a sender that
+      trickles waits for its own bytes, not in front of everyone else;
+    - its share is reserved ahead of its data (its declared size; the whole budget when the
+      size is unknown or the body is compressed, as the worst it could become) only while it
+      keeps arriving at ``min_rate`` bytes/s: a body slower than that over a second while
+      others wait gives back what it has not filled, and from then on is charged only for
+      what it delivers;
+    - a body that has stalled so may keep at most ``capacity // 4`` bytes parked in the
+      budget; one holding more is answered 408 at once and its bytes are freed.
     """
 
-    def __init__(self, capacity: int) -> None:
+    PARK_FRACTION = 4
+    """A stalled body may keep at most 1/4 of the budget: four clients, not one, to fill it."""
+
+    WINDOW_S = 1.0
+    """Seconds over which a body's rate is measured against ``min_rate``."""
+
+    def __init__(self, capacity: int, *, min_rate: int = 64 * 1024) -> None:
         if capacity <= 0:
             raise ValueError(f"a body budget needs a positive capacity, not {capacity}")
         self.capacity = capacity
+        self.min_rate = min_rate
         self._free = capacity
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
@@ -119,11 +139,22 @@ class BodyBudget:
     def free(self) -> int:
         return self._free
 
-    def hold(self, size: int | None) -> contextlib.AbstractAsyncContextManager[None]:
-        """Wait until ``size`` bytes (declared; None if unknown) fit, hold them in the block."""
-        if size is not None and size < SMALL_BODY_BYTES:
-            return _UNBUDGETED  # the common case costs no generator, no await
-        return _Share(self, self.capacity if size is None else min(size, self.capacity))
+    @property
+    def contended(self) -> bool:
+        """Whether a body is waiting for bytes to be given back."""
+        return bool(self._waiting)
+
+    def read(
+        self, receive: Receive, limit: int, declared: int | None, *, encoded: bool = False
+    ) -> contextlib.AbstractAsyncContextManager[bytes]:
+        """The whole body, read within the budget and held in it until the block ends.
+
+        ``declared`` is the Content-Length (None: chunked); ``encoded`` a Content-Encoding
+        other than identity, whose body is charged the whole budget before it is decoded.
+        Refuses (413) anything over ``limit`` bytes, before and while reading."""
+        if not encoded and declared is not None and declared < SMALL_BODY_BYTES:
+            return _SmallBody(receive, limit, declared)
+        return _BudgetedBody(self, receive, limit, declared, encoded)
 
     async def acquire(self, share: int) -> None:
         if not self._waiting and share <= self._free:
@@ -144,8 +175,9 @@ class BodyBudget:
             raise
 
     def release(self, share: int) -> None:
-        self._free += share
-        self._grant()
+        if share:
+            self._free += share
+            self._grant()
 
     def _grant(self) -> None:
         while self._waiting:
@@ -160,16 +192,128 @@ class BodyBudget:
             granted.set_result(None)
 
 
-class _Share(contextlib.AbstractAsyncContextManager[None]):
-    def __init__(self, budget: BodyBudget, size: int) -> None:
-        self._budget = budget
-        self._size = size
+class _SmallBody(contextlib.AbstractAsyncContextManager[bytes]):
+    """A small identity body: read as it comes, outside the budget (no task, no timer)."""
 
-    async def __aenter__(self) -> None:
-        await self._budget.acquire(self._size)
+    def __init__(self, receive: Receive, limit: int, declared: int | None) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._declared = declared
+
+    async def __aenter__(self) -> bytes:
+        return await receive_body(self._receive, self._limit, self._declared)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._budget.release(self._size)
+        return None
 
 
-_UNBUDGETED: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+class _BudgetedBody(contextlib.AbstractAsyncContextManager[bytes]):
+    """One large, chunked or compressed body read under :class:`BodyBudget`'s rules."""
+
+    def __init__(
+        self,
+        budget: BodyBudget,
+        receive: Receive,
+        limit: int,
+        declared: int | None,
+        encoded: bool,
+    ) -> None:
+        self._budget = budget
+        self._receive = receive
+        self._limit = limit
+        self._declared = declared
+        self._encoded = encoded
+        self._held = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._more = True
+
+    async def __aenter__(self) -> bytes:
+        budget = self._budget
+        if self._declared is not None and self._declared > self._limit:
+            raise PayloadTooLarge(
+                f"request body of {self._declared} bytes is over the limit of {self._limit}"
+            )
+        # The first bytes outside the budget: SMALL_BODY_BYTES per connection at most, which
+        # the connection cap bounds as it bounds small bodies.
+        while self._more and self._size < SMALL_BODY_BYTES:
+            self._take(await self._receive())
+        if self._encoded or self._declared is None:
+            share = budget.capacity  # the worst a compressed or unsized body can become
+        else:
+            share = min(self._declared, budget.capacity)
+        if not self._more and not self._encoded:
+            share = min(self._size, budget.capacity)
+        await budget.acquire(share)
+        self._held = share
+        try:
+            if self._more:
+                await self._read_rest()
+            if self._encoded and self._held < budget.capacity:  # stalled, then finished
+                await self._charge(budget.capacity)
+        except BaseException:
+            await self.__aexit__()  # no block runs, so nothing else gives the bytes back
+            raise
+        chunks, self._chunks = self._chunks, []
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        held, self._held = self._held, 0
+        self._budget.release(held)
+
+    async def _read_rest(self) -> None:
+        budget = self._budget
+        loop = asyncio.get_running_loop()
+        window_end = loop.time() + budget.WINDOW_S
+        window_bytes = 0
+        paced = True  # still holding a reservation ahead of its data
+        while self._more:
+            message = asyncio.ensure_future(self._receive())
+            try:
+                while not message.done():
+                    await asyncio.wait((message,), timeout=max(0.0, window_end - loop.time()))
+                    if loop.time() < window_end:
+                        continue
+                    if paced and window_bytes < budget.min_rate * budget.WINDOW_S:
+                        paced = not budget.contended or self._stall()
+                    window_end, window_bytes = loop.time() + budget.WINDOW_S, 0
+            except BaseException:
+                message.cancel()
+                raise
+            before = self._size
+            self._take(message.result())
+            window_bytes += self._size - before
+            if not paced:
+                await self._charge(min(self._size, budget.capacity))
+
+    def _stall(self) -> bool:
+        """Give back what this slow body has not filled while others wait: False (no longer
+        paced). 408 when what it has filled is more than a stalled body may park."""
+        budget = self._budget
+        parked = min(self._size, budget.capacity)
+        if parked > budget.capacity // budget.PARK_FRACTION:
+            raise RequestTimeout(
+                f"the request body stalled at {self._size} bytes while other bodies waited for"
+                f" memory; a stalled body may hold at most"
+                f" {budget.capacity // budget.PARK_FRACTION} bytes (send at least"
+                f" {budget.min_rate} bytes/s)"
+            )
+        budget.release(self._held - parked)
+        self._held = parked
+        return False
+
+    async def _charge(self, target: int) -> None:
+        if target > self._held:
+            await self._budget.acquire(target - self._held)
+            self._held = target
+
+    def _take(self, message: Message) -> None:
+        if message["type"] != "http.request":
+            raise ClientDisconnected("the client closed the connection while sending")
+        chunk: bytes = message.get("body", b"")
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise PayloadTooLarge(f"request body is over the limit of {self._limit} bytes")
+        if chunk:
+            self._chunks.append(chunk)
+        self._more = message.get("more_body", False)

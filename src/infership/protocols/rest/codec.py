@@ -9,16 +9,13 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections import Counter
-from typing import Any, Final, Literal, NamedTuple, TypeGuard
+from typing import Any, Final, NamedTuple, TypeGuard
 
-import numpy as np
 import orjson
-import simdjson
 
 from infership.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from infership.tensors import (
     tensor_from_list,
-    tensor_from_numbers,
     tensor_from_raw,
     tensor_to_json_data,
     tensor_to_raw,
@@ -37,24 +34,13 @@ HEADER_LENGTH: Final = "Inference-Header-Content-Length"
 _ZLIB_WBITS: Final = 15
 _GZIP_WBITS: Final = 31
 _EMPTY: Final = "empty request body; expected a JSON inference request"
-_NUMBERS_JSON_BYTES: Final = 64 * 1024
-"""From this size on, JSON tensor data is parsed straight into numpy (_load_with_numbers)."""
-# simdjson buffer type and the numpy dtype it fills, per numeric datatype.
-_FLOATS: Final = ("d", np.float64)
-_SIGNED: Final = ("i", np.int64)
-_UNSIGNED: Final = ("u", np.uint64)
-_NUMBER_BUFFERS: Final[dict[str, tuple[Literal["d", "i", "u"], type[np.generic]]]] = {
-    **dict.fromkeys(("FP16", "FP32", "FP64"), _FLOATS),
-    **dict.fromkeys(("INT8", "INT16", "INT32", "INT64"), _SIGNED),
-    **dict.fromkeys(("UINT8", "UINT16", "UINT32", "UINT64"), _UNSIGNED),
-}
 
 
 class _Input(NamedTuple):
     name: str
     datatype: str
     shape: list[int]
-    data: Any  # JSON list, flat numbers (numpy), or None when in the binary section
+    data: Any  # the JSON list, or None when in the binary section
     binary_size: int | None
     parameters: dict[str, Parameter]
 
@@ -182,7 +168,6 @@ def encode_infer_response(
     if response.parameters:
         doc["parameters"] = response.parameters
     doc["outputs"] = entries
-    # orjson writes NaN/Inf as null; clients that need them should ask for binary outputs.
     header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return header, {"Content-Type": "application/json"}
@@ -223,9 +208,18 @@ def compress_body(
 # --- request body ---------------------------------------------------------------------------
 
 
+def is_identity(content_encoding: str | None) -> bool:
+    """Whether a Content-Encoding value leaves the body as it is (absent, empty, identity).
+
+    >>> is_identity(" Identity "), is_identity("gzip")
+    (True, False)
+    """
+    return content_encoding is None or content_encoding.strip().lower() in ("identity", "")
+
+
 def _decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     coding = (content_encoding or "identity").strip().lower()
-    if coding in ("identity", ""):
+    if is_identity(coding):
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
         return body
@@ -270,76 +264,38 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
             raise InvalidRequest(f"{len(data)} unexpected bytes after the compressed body")
 
 
+MAX_JSON_VALUES = 1 << 22
+"""Most values (numbers, strings, ...) a JSON request may hold: 4,194,304, a 16 MB FP32
+tensor. Parsed, each becomes a Python object (8 to 32 bytes more than its text), so this bounds
+the parser's memory at about 130 MB whatever the body limit; larger tensors travel as binary."""
+
+
 def _load_json(text: memoryview) -> Any:
-    doc = _load_with_numbers(text) if len(text) >= _NUMBERS_JSON_BYTES else None
-    if doc is not None:
-        return doc
+    # orjson (Rust, bounds-checked) parses every JSON body. pysimdjson, which parsed large
+    # ones straight into numpy, wrote past its buffer for arrays of 2**24 elements or more and
+    # aborted the process (issue 16, F1): no parser that can corrupt memory on some input
+    # within the body limit belongs on the request path.
+    if len(text) > MAX_JSON_VALUES:
+        _check_value_count(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _load_with_numbers(text: memoryview) -> dict[str, Any] | None:
-    """The request as orjson would parse it, except that each input's flat numeric ``data``
-    is already a numpy array (float64, int64 or uint64).
+def _check_value_count(text: memoryview) -> None:
+    """Refuse (413) a document that may hold more than MAX_JSON_VALUES values, before parsing.
 
-    simdjson parses the numbers in C++ into one buffer. Through orjson, each would become a
-    Python float in a list (32 bytes) before numpy copied it out: twice the time for a
-    ``[1, 3, 224, 224]`` tensor. None when simdjson rejects the document: orjson then parses
-    it and names the problem.
-    """
-    try:
-        doc = simdjson.Parser().parse(text)
-    except (ValueError, RuntimeError):  # simdjson raises RuntimeError for integers over 64 bits
-        return None
-    if not isinstance(doc, simdjson.Object):
-        return None
-    plain = {key: _unboxed(doc[key]) for key in doc if key != "inputs"}
-    if "inputs" in doc:
-        inputs = doc["inputs"]
-        plain["inputs"] = (
-            [_input_with_numbers(item) for item in inputs]
-            if isinstance(inputs, simdjson.Array)
-            else _unboxed(inputs)
+    Every value but the first of an array or object follows a comma, so commas plus opening
+    brackets bound the count from above (commas inside strings count too: the bound errs on
+    the side of refusing, and only for bodies over MAX_JSON_VALUES bytes)."""
+    data = text.obj if isinstance(text.obj, bytes) and text.nbytes == len(text.obj) else bytes(text)
+    values = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if values > MAX_JSON_VALUES:
+        raise PayloadTooLarge(
+            f"JSON request body holds up to {values} values; the limit is {MAX_JSON_VALUES}."
+            f" Send large tensors as binary data ({HEADER_LENGTH})"
         )
-    return plain
-
-
-def _input_with_numbers(item: Any) -> Any:
-    if not isinstance(item, simdjson.Object):
-        return _unboxed(item)
-    fields = {key: _unboxed(item[key]) for key in item if key != "data"}
-    if "data" in item:
-        data = item["data"]
-        numbers = None
-        datatype = fields.get("datatype")
-        buffer_type = _NUMBER_BUFFERS.get(datatype) if isinstance(datatype, str) else None
-        if buffer_type is not None and isinstance(data, simdjson.Array):
-            numbers = _flat_numbers(data, *buffer_type)
-        fields["data"] = _unboxed(data) if numbers is None else numbers
-    return fields
-
-
-def _flat_numbers(
-    data: simdjson.Array, of_type: Literal["d", "i", "u"], dtype: type[np.generic]
-) -> Array | None:
-    try:
-        buffer = data.as_buffer(of_type=of_type)
-    except (TypeError, ValueError):
-        return None  # not all numbers of that type: the list path names the problem
-    numbers = np.frombuffer(buffer, dtype=dtype)
-    # as_buffer also flattens nested lists, ragged ones too: only flat data is taken here,
-    # nested data takes the list path, which checks that it is regular.
-    return numbers if numbers.size == len(data) else None
-
-
-def _unboxed(value: Any) -> Any:
-    if isinstance(value, simdjson.Object):
-        return value.as_dict()
-    if isinstance(value, simdjson.Array):
-        return value.as_list()
-    return value
 
 
 def _json_length(header: str | None, body_length: int) -> int:
@@ -403,9 +359,7 @@ def _build_inputs(specs: list[_Input], tail: memoryview, has_header: bool) -> di
     inputs: dict[str, Array] = {}
     offset = 0
     for spec in specs:
-        if isinstance(spec.data, np.ndarray):
-            inputs[spec.name] = tensor_from_numbers(spec.name, spec.datatype, spec.shape, spec.data)
-        elif spec.binary_size is None:
+        if spec.binary_size is None:
             inputs[spec.name] = tensor_from_list(spec.name, spec.datatype, spec.shape, spec.data)
         else:
             blob = tail[offset : offset + spec.binary_size]

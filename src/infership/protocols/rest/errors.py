@@ -18,6 +18,7 @@ STATUS: dict[type[Exception], int] = {
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,
     errors.RateLimited: 429,
+    errors.RequestTimeout: 408,
     errors.ClientDisconnected: 499,  # nginx's "client closed request"; nobody reads it
     errors.QueueFull: 503,
     errors.ModelNotReady: 503,

@@ -28,12 +28,12 @@ from infership.protocols.rest.body import (
     closes_after,
     content_length,
     drain,
-    receive_body,
 )
 from infership.protocols.rest.codec import (
     compress_body,
     decode_infer_request,
     encode_infer_response,
+    is_identity,
 )
 from infership.protocols.rest.errors import error_answer
 from infership.protocols.rest.routes import until_disconnected
@@ -120,14 +120,17 @@ class InferEndpoint:
             )  # fmt: skip
             self._plane.admit(name, version)
             declared = content_length(headers.get("content-length"))
-            async with self._budget.hold(declared):
-                body = await receive_body(receive, self._max_body_bytes, declared)
+            encoding = _text(headers.get("content-encoding"))
+            reading = self._budget.read(
+                receive, self._max_body_bytes, declared, encoded=not is_identity(encoding)
+            )
+            async with reading as body:
                 received = True
                 decode = functools.partial(
                     decode_infer_request,
                     body,
                     header_length=_text(headers.get("inference-header-content-length")),
-                    content_encoding=_text(headers.get("content-encoding")),
+                    content_encoding=encoding,
                     max_body_bytes=self._max_body_bytes,
                 )
                 small = len(body) < INLINE_DECODE_BYTES

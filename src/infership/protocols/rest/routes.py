@@ -5,6 +5,7 @@ The infer route, the hottest, is plain ASGI in ``infer.py``."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -138,8 +139,14 @@ async def predict(request: Request) -> Response:
     plane = _plane(request)
     name = request.path_params.get("name") or _default_model(plane)
     plane.admit(name, _version(request))
-    async with _budget(request).hold(content_length(request.headers.get("content-length"))):
-        images, filenames = await _uploaded_images(request)
+    reading = _budget(request).read(
+        request.receive,
+        _settings(request).http.max_body_bytes,
+        content_length(request.headers.get("content-length")),
+    )
+    async with reading as body:
+        request._body = body  # how Starlette knows the stream is read, and what form() parses
+        images, filenames = await _uploaded_images(request, body)
     top_k = _top_k(request.query_params.get("top_k"))
     result = await until_disconnected(
         request.receive, plane.classify(name, _version(request), images, top_k)
@@ -174,12 +181,11 @@ def _default_model(plane: DataPlane) -> str:
     return names[0]
 
 
-async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | None]]:
+async def _uploaded_images(request: Request, body: bytes) -> tuple[list[bytes], list[str | None]]:
     settings = _settings(request)
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media.startswith("image/") or media == "application/octet-stream":
-        body = await read_body(request, settings.http.max_body_bytes)
         if not body:
             raise InvalidRequest("empty request body; send an image")
         return [body], [None]
@@ -188,7 +194,6 @@ async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | No
             f"content type {content_type or '(none)'!r} is not an image upload; send "
             "multipart/form-data (curl -F img=@cat.jpg) or an image/* body"
         )
-    request._body = await read_body(request, settings.http.max_body_bytes)  # form() parses it
     limit = settings.limits.max_images_per_request
     try:
         form = await request.form(max_files=limit, max_fields=limit)
@@ -208,17 +213,76 @@ async def _uploaded_images(request: Request) -> tuple[list[bytes], list[str | No
 
 
 async def repository_index(request: Request) -> Response:
-    return json_response(_plane(request).repository_index())
+    """Triton's index request: ``{}`` or ``{"ready": true}`` (only models that are READY)."""
+    body = await _repository_request(request, keys={"ready"})
+    ready = body.get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidRequest(f"'ready' must be true or false, got {json.dumps(ready)[:40]}")
+    entries = _plane(request).repository_index()
+    if ready:
+        entries = [entry for entry in entries if entry["state"] == "READY"]
+    return json_response(entries)
 
 
 async def load_model(request: Request) -> Response:
+    """Triton's load request: ``{}``. Its ``parameters`` (``config``, ``file:...``) override the
+    model's files; refused as gRPC refuses them, for they come from the repository only."""
+    parameters = await _repository_parameters(request, allowed=set())
+    if parameters:
+        raise InvalidRequest(
+            f"load parameters are not supported ({', '.join(sorted(parameters))}); the model's"
+            " files and model.yaml come from the repository"
+        )
     await _plane(request).load_model(request.path_params["name"])
     return json_response({"name": request.path_params["name"], "load": True})
 
 
 async def unload_model(request: Request) -> Response:
+    """Triton's unload request; tritonclient always sends ``unload_dependents`` (there are no
+    dependents here). Other parameters are refused, as gRPC refuses them."""
+    parameters = await _repository_parameters(request, allowed={"unload_dependents"})
+    unknown = sorted(set(parameters) - {"unload_dependents"})
+    if unknown:
+        raise InvalidRequest(f"unload parameters are not supported ({', '.join(unknown)})")
+    if not isinstance(parameters.get("unload_dependents", False), bool):
+        raise InvalidRequest("parameter 'unload_dependents' must be true or false")
     await _plane(request).unload_model(request.path_params["name"])
     return json_response({"name": request.path_params["name"], "unload": True})
+
+
+_REPOSITORY_BODY_LIMIT = 64 * 1024
+"""Repository requests carry a few parameters; a larger body is refused (413)."""
+
+
+async def _repository_parameters(request: Request, allowed: set[str]) -> dict[str, Any]:
+    """The ``parameters`` object of a load or unload request ({} when absent)."""
+    body = await _repository_request(request, keys={"parameters"})
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidRequest("'parameters' must be a JSON object")
+    return parameters
+
+
+async def _repository_request(request: Request, keys: set[str]) -> dict[str, Any]:
+    """The body of a repository request as a JSON object; an empty body is ``{}`` (curl -X
+    POST). Anything else, or a key not in ``keys``, is a 400 saying so."""
+    body = await read_body(request, _REPOSITORY_BODY_LIMIT)
+    if not body.strip():
+        return {}
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[... nested too deeply
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 or too deep"
+        raise InvalidRequest(f"the request body is not valid JSON: {reason}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            f"the request body must be a JSON object such as {{}}, got {type(doc).__name__}"
+        )
+    unknown = sorted(set(doc) - keys)
+    if unknown:
+        shown = ", ".join(repr(key[:40]) for key in unknown[:5])
+        raise InvalidRequest(f"unknown key(s) {shown} in the request body; known: {sorted(keys)}")
+    return doc
 
 
 async def metrics(request: Request) -> Response:
