@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import numpy as np
 
@@ -137,23 +137,39 @@ def encode_parameter(value: Parameter) -> pb.InferParameter:
     return pb.InferParameter(string_param=value)
 
 
-def timeout_parameter(parameters: Mapping[str, Parameter], remaining_s: float | None) -> int | None:
+def timeout_parameter(
+    parameters: Mapping[str, Parameter], remaining_s: float | None
+) -> int | float | None:
     """The request's ``timeout`` (microseconds, as in Triton) tightened to the gRPC deadline.
 
     None when the call has no deadline: the request's own timeout, if any, stands. A deadline
     that has already passed becomes 1 µs, so the request is refused with DeadlineExceeded
-    instead of running without one.
+    instead of running without one. Raises InvalidRequest for a timeout REST refuses too (not
+    a number, a bool, negative), and for NaN and infinity, which JSON cannot carry but
+    ``double_param`` can: a deadline must not hide them.
 
     >>> timeout_parameter({"timeout": 5_000_000}, 0.25)
     250000
     """
     given = parameters.get("timeout")
+    if given is not None and not _is_timeout(given):
+        raise InvalidRequest(TIMEOUT_REFUSED)
     if remaining_s is None:
         return None
     from_deadline = max(1, math.floor(remaining_s * _MICROSECONDS))
-    if isinstance(given, int) and not isinstance(given, bool) and 0 < given < from_deadline:
+    if given and given < from_deadline:  # 0, as absent, means "no timeout of its own"
         return given
     return from_deadline
+
+
+TIMEOUT_REFUSED: Final = "parameter 'timeout' must be a non-negative number of microseconds"
+"""The refusal of a bad ``timeout``, word for word the one REST gives."""
+
+
+def _is_timeout(value: Parameter) -> TypeGuard[int | float]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 def _datatype(name: str, datatype: str) -> str:

@@ -35,6 +35,22 @@ RETRY_AFTER = "retry-after"
 """Trailing metadata key with a retry hint in whole seconds, as HTTP's Retry-After header."""
 
 
+MAX_DETAILS_BYTES = 2048
+"""Longest status message sent, in UTF-8 bytes. Messages quote what the client sent (model,
+input and parameter names), and a status message travels in a trailer, percent-encoded: past
+the client's metadata limit (8 KiB soft, 16 KiB hard by default) the client would get
+RESOURCE_EXHAUSTED "Stream removed" instead of our status."""
+
+
+def details_for(message: str) -> str:
+    """``message`` clipped to :data:`MAX_DETAILS_BYTES`, saying how much was left out."""
+    encoded = message.encode()
+    if len(encoded) <= MAX_DETAILS_BYTES:
+        return message
+    kept = encoded[:MAX_DETAILS_BYTES].decode(errors="ignore")
+    return f"{kept}... ({len(encoded) - len(kept.encode())} more bytes)"
+
+
 def status_for(exc: Exception) -> grpc.StatusCode:
     """The status code for ``exc``: the entry of its nearest class in ``STATUS``, else INTERNAL."""
     for cls in type(exc).__mro__:

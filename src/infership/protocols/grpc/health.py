@@ -30,14 +30,26 @@ class HealthServicer(health.aio.HealthServicer):
         self.dataplane = dataplane
         self.interval_s = interval_s
         self._timer: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._models: set[str] = set()
+
+    def statuses(self) -> dict[str, int]:
+        """Each service's status now: ``""`` and ours for the server, then one per model."""
+        plane = self.dataplane
+        overall = SERVING if plane.ready and not self._stopping else NOT_SERVING
+        statuses: dict[str, int] = {health.OVERALL_HEALTH: overall, SERVICE: overall}
+        # A model unloaded since it was reported stays known, NOT_SERVING: grpcio's servicer
+        # would otherwise keep answering its last status, SERVING, forever.
+        statuses.update(dict.fromkeys(self._models, NOT_SERVING))
+        self._models.update(plane.registry.names())
+        for name in plane.registry.names():
+            ready = not self._stopping and _model_ready(plane, name)
+            statuses[name] = SERVING if ready else NOT_SERVING
+        return statuses
 
     async def refresh(self) -> None:
-        plane = self.dataplane
-        overall = SERVING if plane.ready else NOT_SERVING
-        await self.set(health.OVERALL_HEALTH, overall)
-        await self.set(SERVICE, overall)
-        for name in plane.registry.names():
-            await self.set(name, SERVING if _model_ready(plane, name) else NOT_SERVING)
+        for service, status in self.statuses().items():
+            await self.set(service, status)
 
     async def Check(  # noqa: N802 - the rpc's name
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -45,12 +57,24 @@ class HealthServicer(health.aio.HealthServicer):
         await self.refresh()
         return await super().Check(request, context)
 
+    async def List(  # noqa: N802 - the rpc's name
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """Every service's status. grpcio's aio servicer lacks this rpc (its sync base class
+        would answer UNIMPLEMENTED with a Python repr), and the stubs lack its messages."""
+        statuses = {
+            service: health_pb2.HealthCheckResponse(status=status)
+            for service, status in self.statuses().items()
+        }
+        return health_pb2.HealthListResponse(statuses=statuses)  # type: ignore[attr-defined]
+
     def start(self) -> None:
         """Refresh every ``interval_s`` until ``shutdown()``, for clients that Watch."""
         self._timer = asyncio.create_task(self._refresh_forever())
 
     async def shutdown(self) -> None:
         """Report NOT_SERVING for everything from now on, and stop refreshing."""
+        self._stopping = True
         await self.enter_graceful_shutdown()
         if self._timer is not None:
             self._timer.cancel()

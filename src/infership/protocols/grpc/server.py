@@ -14,6 +14,7 @@ from infership.auth.policy import AccessPolicy
 from infership.dataplane import DataPlane
 from infership.errors import ConfigError
 from infership.protocols.grpc._pb import add_servicer
+from infership.protocols.grpc.decoding import DecodeGuard
 from infership.protocols.grpc.health import HealthServicer
 from infership.protocols.grpc.servicer import InferenceServicer
 from infership.settings import ServerSettings, TlsSettings
@@ -46,12 +47,13 @@ class GrpcServer:
         """Bind ``grpc.host:grpc.port`` and start serving. Raises ConfigError if it cannot bind."""
         limit = self.settings.grpc.max_message_bytes
         server = grpc.aio.server(
+            interceptors=[DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 # Let clients ping as Triton's do (keepalive timeout 20 s) without GOAWAY.
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
+            ],
         )
         add_servicer(InferenceServicer(self.dataplane, self.policy), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

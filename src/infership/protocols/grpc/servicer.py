@@ -21,7 +21,7 @@ from infership.protocols.grpc.codec import (
     encode_infer_response,
     timeout_parameter,
 )
-from infership.protocols.grpc.errors import status_for, trailers_for
+from infership.protocols.grpc.errors import details_for, status_for, trailers_for
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _rpc(access: Access) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
                 return await handler(self, request, context)
             except InfershipError as exc:
                 code = status_for(exc)
-                message = exc.message
+                message = details_for(exc.message)
                 if code is grpc.StatusCode.INTERNAL:
                     log.error("gRPC %s failed: %s", handler.__name__, exc)
                     message = f"{type(exc).__name__}: the server failed; see its log"
