@@ -60,6 +60,7 @@ class Server:
                 header_timeout_s=http.header_timeout_s,
                 body_timeout_s=http.body_timeout_s,
                 max_header_bytes=http.max_header_bytes,
+                max_per_client=http.max_connections_per_client,
             ),
             lifespan="off",
             access_log=False,

@@ -39,7 +39,12 @@ class HttpSettings(_Section):
     ``body_memory_bytes``, else 408)."""
 
     max_concurrency: int = Field(256, ge=1)
-    """Open connections and tasks beyond which new requests get 503 at once (bounds memory)."""
+    """Open connections and tasks beyond which new requests get 503 at once (bounds memory).
+    At the cap, idle kept-alive connections are closed first, longest idle first."""
+
+    max_connections_per_client: int | None = Field(None, ge=1)
+    """Connections one client address may hold (its idle ones are closed first; then 503).
+    None: half of ``max_concurrency``, so that no single peer can take every slot."""
 
     keep_alive_s: float = Field(5.0, gt=0)
     """Idle keep-alive timeout for HTTP/1.1 connections."""

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -15,7 +16,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from conftest import free_port
-from infership.protocols.rest.connection import GuardedHttpProtocol, _Coalescing, _Watchdog
+from infership.protocols.rest.connection import (
+    HEAD_GRACE_S,
+    GuardedHttpProtocol,
+    _Coalescing,
+    _Watchdog,
+)
 
 TIMEOUT = 0.3
 
@@ -41,6 +47,36 @@ async def port() -> AsyncIterator[int]:
         lifespan="off",
         log_config=None,
         limit_concurrency=4,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
+        await asyncio.sleep(0.01)
+    yield port
+    server.should_exit = True
+    await serving
+
+
+async def slow(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(0.5)
+    return PlainTextResponse("slow")
+
+
+@pytest.fixture
+async def busy_port() -> AsyncIterator[int]:
+    """A server whose every request takes 0.5 s, two connections per address at most."""
+    port = free_port()
+    protocol = GuardedHttpProtocol.configured(
+        header_timeout_s=5, body_timeout_s=5, max_header_bytes=1024, max_per_client=2
+    )
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/", slow, methods=["POST"])]),
+        host="127.0.0.1",
+        port=port,
+        http=protocol,
+        lifespan="off",
+        log_config=None,
+        limit_concurrency=8,
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -137,6 +173,82 @@ async def test_a_kept_alive_connection_serves_requests_spaced_within_the_timeout
             await asyncio.sleep(TIMEOUT / 2)
     finally:
         writer.close()
+
+
+async def _kept_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has had one answer and is now idle, kept alive."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+    await asyncio.wait_for(reader.readuntil(b"got 2 bytes"), timeout=5)
+    return reader, writer
+
+
+async def test_idle_kept_alive_connections_make_room_for_a_new_request_at_the_cap(
+    port: int,
+) -> None:
+    # The cap is 4 and each address may hold 2: polling clients that keep their connections
+    # open must not turn requests away (F4: 260 health pollers made inference answer 503).
+    pollers = [await _kept_alive(port) for _ in range(4)]
+    try:
+        for _ in range(3):
+            answer = await exchange(port, request())
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+        closed = [reader.at_eof() or await reader.read() == b"" for reader, _ in pollers[:2]]
+        assert all(closed)  # the longest idle went first
+    finally:
+        for _, writer in pollers:
+            writer.close()
+
+
+async def test_a_connection_slow_with_its_head_makes_room_at_the_cap(busy_port: int) -> None:
+    hogs = [await asyncio.open_connection("127.0.0.1", busy_port) for _ in range(2)]
+    try:
+        for _, writer in hogs:
+            writer.write(b"POST / HTTP/1.1\r\nhost")  # a head begun, and never finished
+        await asyncio.sleep(HEAD_GRACE_S + 0.2)  # well within the 5 s head timeout
+        answer = await exchange(busy_port, request())
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+    finally:
+        for _, writer in hogs:
+            writer.close()
+
+
+async def test_at_the_cap_with_no_idle_connection_the_answer_is_json_503_with_retry_after(
+    busy_port: int,
+) -> None:
+    busy = [asyncio.ensure_future(exchange(busy_port, request())) for _ in range(2)]
+    await asyncio.sleep(0.2)  # both in flight: the address holds its two connections
+    answer = await exchange(busy_port, request())
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 503")
+    assert b"content-type: application/json" in head
+    assert b"retry-after: 1" in head
+    assert b"connections open" in body
+    for answered in busy:
+        assert (await answered).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (b"\x16\x03\x01 not http\r\n\r\n", b"400", b"malformed HTTP request"),
+        (
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"501",
+            b"Transfer-Encoding 'gzip, chunked' is not supported",
+        ),
+        (request(cookie="c" * 2000), b"431", b"over the limit of 1024 bytes"),
+    ],
+    ids=["not-http", "gzip-transfer-coding", "huge-head"],
+)
+async def test_connection_level_refusals_are_json_errors(
+    port: int, raw: bytes, status: bytes, message: bytes
+) -> None:
+    head, body = (await exchange(port, raw)).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 " + status)
+    assert b"content-type: application/json" in head
+    assert message in orjson.loads(body)["error"].encode()
 
 
 class _RecordingTransport:

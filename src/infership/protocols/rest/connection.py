@@ -11,6 +11,14 @@ also puts no bound on header size. This protocol adds both bounds:
   (431 otherwise);
 - the body must arrive within ``body_timeout_s`` of the head (408 otherwise).
 
+It also counts connections itself, in place of uvicorn's ``limit_concurrency``, which counts
+an idle kept-alive connection like a busy one: 260 clients polling ``/v2/health/live`` every
+few seconds held every slot, and inference got 503 (issue 16, F4). At the cap, connections that
+are doing nothing for anyone (kept alive between requests, or slower than ``HEAD_GRACE_S`` with
+a request head) are closed, longest idle first, before a request is refused; and no single
+address may hold more than ``max_per_client`` connections. Its own answers (503, 408, 431, 400,
+501) are JSON ``{"error": ...}`` like every other error, a 503 with ``Retry-After``.
+
 Deadlines are checked by one timer per server (``_Watchdog``), not a timer per request, so
 they are enforced up to a quarter of the timeout late (at most 1 s). Each small response
 leaves in one ``send()`` rather than two (see ``_Coalescing``).
@@ -19,9 +27,18 @@ leaves in one ``send()`` rather than two (see ``_Coalescing``).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+import orjson
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+HEAD_GRACE_S = 1.0
+"""A connection still sending its request head after this long may be closed at the cap."""
+
+STATUS_LINE.setdefault(501, b"HTTP/1.1 501 Not Implemented\r\n")
 
 
 class _Rejected(Exception):
@@ -32,7 +49,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout_s: ClassVar[float] = 10.0
     body_timeout_s: ClassVar[float] = 60.0
     max_header_bytes: ClassVar[int] = 32 * 1024
+    max_per_client: ClassVar[int | None] = None
+    """Most connections one client address may hold; None: half of ``limit_concurrency``."""
     _watchdog: ClassVar[_Watchdog]
+    _per_client: ClassVar[Counter[str]]
+
+    _limit: int | None = None
+    """uvicorn's ``limit_concurrency``, enforced here (``_admit``) instead of by uvicorn."""
+    _idle_since: float = 0.0
+    """``loop.time()`` of its last response, or of the first byte of the head now arriving."""
+    _in_head = False
+    _host: str | None = None
 
     _deadline: float | None = None
     """``loop.time()`` by which what is awaited (``_awaited``) must have arrived; None: nothing."""
@@ -44,10 +71,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._watchdog = _Watchdog(min(cls.header_timeout_s, cls.body_timeout_s))
+        cls._per_client = Counter()
 
     @classmethod
     def configured(
-        cls, *, header_timeout_s: float, body_timeout_s: float, max_header_bytes: int
+        cls,
+        *,
+        header_timeout_s: float,
+        body_timeout_s: float,
+        max_header_bytes: int,
+        max_per_client: int | None = None,
     ) -> type[GuardedHttpProtocol]:
         """A subclass with these limits: uvicorn takes a protocol class, not an instance."""
         return type(
@@ -57,20 +90,87 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 "header_timeout_s": header_timeout_s,
                 "body_timeout_s": body_timeout_s,
                 "max_header_bytes": max_header_bytes,
+                "max_per_client": max_per_client,
             },
         )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limit, self.limit_concurrency = self.limit_concurrency, None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # Responses are written through this; flow control keeps the transport itself.
         self.transport = _Coalescing(transport, self.loop)  # type: ignore[assignment]
+        self._idle_since = self.loop.time()
+        self._in_head = False
         self._arm(self.header_timeout_s, "request headers")
         self._watchdog.watch(self)
+        self._host = self.client[0] if self.client else None
+        if self._host is not None:
+            self._per_client[self._host] += 1
+            cap = self._client_cap()
+            excess = 0 if cap is None else self._per_client[self._host] - cap
+            host = self._host
+            if excess > 0 and not self._reclaim(excess, lambda c: c._host == host):
+                self._reject(503, f"this address already has {cap} connections open; reuse them")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._deadline = None
         self._watchdog.forget(self)
+        if self._host is not None:
+            self._per_client[self._host] -= 1
+            if not self._per_client[self._host]:
+                del self._per_client[self._host]
+            self._host = None
         super().connection_lost(exc)
+
+    def _client_cap(self) -> int | None:
+        if self.max_per_client is not None:
+            return self.max_per_client
+        return None if self._limit is None else max(1, self._limit // 2)
+
+    def reclaimable(self, now: float) -> bool:
+        """Whether closing this connection costs nobody a request: none is in flight, and it
+        is not part-way through sending one (or has taken over HEAD_GRACE_S to send its
+        head). RFC 9112 lets a server close an idle kept-alive connection at any time."""
+        if self._rejected or self.transport.is_closing():
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False
+        return not self._in_head or now - self._idle_since > HEAD_GRACE_S
+
+    def _admit(self) -> bool:
+        """Whether a new request may start: under the cap, after closing what is reclaimable."""
+        limit = self._limit
+        if limit is None:
+            return True
+        if len(self.tasks) >= limit:
+            return False
+        excess = len(self.connections) - limit + 1
+        return excess <= 0 or self._reclaim(excess, lambda c: True)
+
+    def _reclaim(self, count: int, among: Callable[[GuardedHttpProtocol], bool]) -> bool:
+        """Close ``count`` reclaimable connections ``among`` those given, longest idle first;
+        False (and close none) when there are not that many."""
+        now = self.loop.time()
+        idle = sorted(
+            (
+                c
+                for c in self.connections
+                if c is not self
+                and isinstance(c, GuardedHttpProtocol)
+                and c.reclaimable(now)
+                and among(c)
+            ),
+            key=lambda c: c._idle_since,
+        )
+        if len(idle) < count:
+            return False
+        for connection in idle[:count]:
+            connection.transport.close()
+            self.connections.discard(connection)  # now: uvicorn drops it when it is lost
+        return True
 
     def data_received(self, data: bytes) -> None:
         if not self._rejected:
@@ -79,6 +179,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_bytes = 0
+        self._in_head = True
+        self._idle_since = self.loop.time()
         # A pipelined or kept-alive request: its head gets the same time as the first one's.
         self._arm(self.header_timeout_s, "request headers")
 
@@ -91,17 +193,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        coding = _transfer_coding(self.headers)
+        if coding is not None:
+            self._reject(501, f"Transfer-Encoding {coding!r} is not supported; only chunked is")
+            raise _Rejected
         self._arm(self.body_timeout_s, "the request body")
-        super().on_headers_complete()
+        if self._admit():
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, _busy  # uvicorn starts the cycle with self.app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def on_message_complete(self) -> None:
         self._deadline = None
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        self._idle_since = self.loop.time()
+        super().on_response_complete()
+
     def send_400_response(self, msg: str) -> None:
         # httptools reports our own _Rejected as a parse error; the client has its answer.
         if not self._rejected:
-            super().send_400_response(msg)
+            self._reject(400, f"malformed HTTP request: {msg}")
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
@@ -134,12 +252,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._rejected = True
         if self.cycle is None or not self.cycle.response_started:
-            body = message.encode()
+            body = orjson.dumps({"error": message})
             self.transport.write(
                 b"".join(
                     [
                         STATUS_LINE[status],
-                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-type: application/json\r\n",
+                        b"retry-after: 1\r\n" if status == 503 else b"",
                         b"content-length: %d\r\n" % len(body),
                         b"connection: close\r\n\r\n",
                         body,
@@ -148,6 +267,38 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
         self.logger.info("closed a connection from %s: %s", self.client, message)
         self.transport.close()
+
+
+def _transfer_coding(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """A Transfer-Encoding other than plain ``chunked`` (the only coding we decode), else None.
+
+    llhttp reads ``gzip, chunked`` as chunked and hands on the gzip bytes as the body."""
+    for name, value in headers:
+        if name == b"transfer-encoding":
+            codings = [c.strip() for c in value.lower().split(b",")]
+            if codings != [b"chunked"]:
+                return value.decode("latin-1")
+    return None
+
+
+_BUSY = orjson.dumps({"error": "the server is at its connection limit; retry shortly"})
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer at the connection cap, in place of uvicorn's plain-text one."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"retry-after", b"1"),
+                (b"content-length", b"%d" % len(_BUSY)),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _BUSY})
 
 
 class _Coalescing:
