@@ -227,7 +227,7 @@ async def repository_index(request: Request) -> Response:
 async def load_model(request: Request) -> Response:
     """Triton's load request: ``{}``. Its ``parameters`` (``config``, ``file:...``) override the
     model's files; refused as gRPC refuses them, for they come from the repository only."""
-    parameters = await _repository_parameters(request, allowed=set())
+    parameters = await _repository_parameters(request)
     if parameters:
         raise InvalidRequest(
             f"load parameters are not supported ({', '.join(sorted(parameters))}); the model's"
@@ -240,7 +240,7 @@ async def load_model(request: Request) -> Response:
 async def unload_model(request: Request) -> Response:
     """Triton's unload request; tritonclient always sends ``unload_dependents`` (there are no
     dependents here). Other parameters are refused, as gRPC refuses them."""
-    parameters = await _repository_parameters(request, allowed={"unload_dependents"})
+    parameters = await _repository_parameters(request)
     unknown = sorted(set(parameters) - {"unload_dependents"})
     if unknown:
         raise InvalidRequest(f"unload parameters are not supported ({', '.join(unknown)})")
@@ -254,7 +254,7 @@ _REPOSITORY_BODY_LIMIT = 64 * 1024
 """Repository requests carry a few parameters; a larger body is refused (413)."""
 
 
-async def _repository_parameters(request: Request, allowed: set[str]) -> dict[str, Any]:
+async def _repository_parameters(request: Request) -> dict[str, Any]:
     """The ``parameters`` object of a load or unload request ({} when absent)."""
     body = await _repository_request(request, keys={"parameters"})
     parameters = body.get("parameters", {})
@@ -275,9 +275,8 @@ async def _repository_request(request: Request, keys: set[str]) -> dict[str, Any
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 or too deep"
         raise InvalidRequest(f"the request body is not valid JSON: {reason}") from exc
     if not isinstance(doc, dict):
-        raise InvalidRequest(
-            f"the request body must be a JSON object such as {{}}, got {type(doc).__name__}"
-        )
+        kind = "null" if doc is None else "an array" if isinstance(doc, list) else "a scalar"
+        raise InvalidRequest(f"the request body must be a JSON object such as {{}}, got {kind}")
     unknown = sorted(set(doc) - keys)
     if unknown:
         shown = ", ".join(repr(key[:40]) for key in unknown[:5])
