@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from infership.errors import InvalidRequest
+from infership.errors import ClientError, InvalidRequest
 from infership.protocols.grpc._pb import pb
 from infership.protocols.grpc.codec import (
     decode_infer_request,
@@ -16,6 +19,7 @@ from infership.protocols.grpc.codec import (
     encode_parameter,
     timeout_parameter,
 )
+from infership.protocols.grpc.errors import MAX_DETAILS_BYTES, details_for
 from infership.tensors import serialize_bytes_tensor
 from infership.types import InferenceRequest, InferenceResponse
 
@@ -269,9 +273,98 @@ def test_response_outputs_are_all_raw_in_order_with_the_id_echoed() -> None:
         pytest.param({"timeout": 1_000}, 0.5, 1_000, id="tighter-own-timeout-wins"),
         pytest.param({"timeout": 9_000_000}, 0.5, 500_000, id="tighter-deadline-wins"),
         pytest.param({}, -1.0, 1, id="passed-deadline-is-1us"),
+        pytest.param({"timeout": 0}, 0.5, 500_000, id="zero-is-no-timeout-of-its-own"),
+        pytest.param({"timeout": 2.5}, 0.5, 2.5, id="fractional-timeout"),
+        pytest.param({"timeout": 2**64 - 1}, 0.5, 500_000, id="huge-timeout-yields"),
+        pytest.param({"timeout": 1e300}, None, None, id="huge-timeout-stands"),
     ],
 )
 def test_grpc_deadline_tightens_the_timeout_parameter(
     given: dict[str, Any], remaining: float | None, expected: int | None
 ) -> None:
     assert timeout_parameter(given, remaining) == expected
+
+
+@pytest.mark.parametrize("remaining", [None, 0.5, -1.0], ids=["no-deadline", "deadline", "passed"])
+@pytest.mark.parametrize(
+    "timeout",
+    ["abc", "", -5, -0.5, math.nan, math.inf, -math.inf, True, False],
+    ids=["string", "empty", "negative", "negative-double", "nan", "inf", "-inf", "true", "false"],
+)
+def test_a_bad_timeout_parameter_is_refused_whatever_the_deadline(
+    timeout: Any, remaining: float | None
+) -> None:
+    # A deadline used to replace it silently; NaN passed even without one.
+    with pytest.raises(InvalidRequest, match=r"^parameter 'timeout' must be a non-negative number"):
+        timeout_parameter({"timeout": timeout}, remaining)
+
+
+def test_long_status_messages_are_clipped_on_a_character_boundary() -> None:
+    assert details_for("short") == "short"
+    clipped = details_for("é" * MAX_DETAILS_BYTES)
+    assert len(clipped.encode()) <= MAX_DETAILS_BYTES + 30
+    assert clipped.endswith(f"... ({MAX_DETAILS_BYTES} more bytes)")
+
+
+# -- property: whatever a well-formed message carries, the codec answers or refuses --------
+
+PARAMETERS = st.one_of(
+    st.builds(pb.InferParameter, bool_param=st.booleans()),
+    st.builds(pb.InferParameter, int64_param=st.integers(-(2**63), 2**63 - 1)),
+    st.builds(pb.InferParameter, uint64_param=st.integers(0, 2**64 - 1)),
+    st.builds(pb.InferParameter, double_param=st.floats()),
+    st.builds(pb.InferParameter, string_param=st.text(max_size=8)),
+    st.just(pb.InferParameter()),
+)
+CONTENT_FIELDS = sorted({field for _, field, _, _ in TYPED} | {"bytes_contents"})
+DIMENSIONS = st.one_of(
+    st.integers(-3, 4), st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 2**32, 2**63 - 1])
+)
+
+
+@st.composite
+def infer_messages(draw: st.DrawFn) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="m")
+    for _ in range(draw(st.integers(0, 3))):
+        tensor = request.inputs.add(
+            name=draw(st.sampled_from(["x", "y", ""])),
+            datatype=draw(st.sampled_from([*(d for d, *_ in TYPED), "FP16", "BYTES", "bf16"])),
+            shape=draw(st.lists(DIMENSIONS, max_size=4)),
+        )
+        if draw(st.booleans()):
+            field = draw(st.sampled_from(CONTENT_FIELDS))
+            count = draw(st.integers(0, 6))
+            values = {
+                "bool_contents": [True] * count,
+                "bytes_contents": [b"ab"] * count,
+                "fp32_contents": [1.5] * count,
+                "fp64_contents": [math.nan] * count,
+                "int_contents": [-(2**31)] * count,
+                "int64_contents": [2**63 - 1] * count,
+                "uint_contents": [2**32 - 1] * count,
+                "uint64_contents": [2**64 - 1] * count,
+            }[field]
+            getattr(tensor.contents, field).extend(values)
+            tensor.contents.SetInParent()
+        if draw(st.booleans()):
+            tensor.parameters["p"].CopyFrom(draw(PARAMETERS))
+    request.raw_input_contents.extend(draw(st.lists(st.binary(max_size=24), max_size=3)))
+    for name in draw(st.lists(st.sampled_from(["y", "z"]), max_size=3)):
+        request.outputs.add(name=name)
+    if draw(st.booleans()):
+        request.parameters["timeout"].CopyFrom(draw(PARAMETERS))
+    return request
+
+
+@settings(max_examples=400, deadline=None)
+@given(request=infer_messages(), remaining=st.none() | st.floats(-1, 10))
+def test_any_message_decodes_or_is_refused_as_the_clients_mistake(
+    request: pb.ModelInferRequest, remaining: float | None
+) -> None:
+    refusal = ""
+    try:
+        decoded = decode_infer_request(request)
+        timeout_parameter(decoded.parameters, remaining)
+    except ClientError as exc:  # anything else fails the test
+        refusal = exc.message
+    assert "<class" not in refusal

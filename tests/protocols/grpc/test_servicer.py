@@ -399,3 +399,43 @@ async def test_health_reflects_readiness_per_server_and_model(harness: Harness) 
         watch.cancel()
     finally:
         await serving.close()
+
+
+class Unloadable(OneModelRegistry):
+    """OneModelRegistry whose model can be taken off the list of models to serve."""
+
+    listed = True
+
+    def names(self) -> list[str]:
+        return super().names() if self.listed else []
+
+
+async def test_an_unloaded_model_turns_not_serving_in_check_and_list(harness: Harness) -> None:
+    model = await harness.model(compute, Metrics())
+    registry = Unloadable(model)
+    serving = await serve(DataPlane(registry))  # type: ignore[arg-type]
+    health = health_pb2_grpc.HealthStub(serving.channel)
+    statuses = health_pb2.HealthCheckResponse
+    try:
+        check = await health.Check(health_pb2.HealthCheckRequest(service="m"))
+        assert check.status == statuses.SERVING
+        registry.listed = False  # grpcio's servicer kept answering SERVING for it
+        check = await health.Check(health_pb2.HealthCheckRequest(service="m"))
+        assert check.status == statuses.NOT_SERVING
+        listed = await serving.channel.unary_unary(
+            "/grpc.health.v1.Health/List",
+            response_deserializer=health_pb2.HealthListResponse.FromString,
+        )(b"")
+        assert {name: s.status for name, s in listed.statuses.items()} == {
+            "": statuses.SERVING,
+            SERVICE: statuses.SERVING,
+            "m": statuses.NOT_SERVING,
+        }
+        await serving.server.health.shutdown()
+        listed = await serving.channel.unary_unary(
+            "/grpc.health.v1.Health/List",
+            response_deserializer=health_pb2.HealthListResponse.FromString,
+        )(b"")
+        assert {s.status for s in listed.statuses.values()} == {statuses.NOT_SERVING}
+    finally:
+        await serving.close()
