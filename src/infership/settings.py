@@ -34,9 +34,8 @@ class HttpSettings(_Section):
     held back by TCP flow control. Bounds memory under many concurrent large JSON bodies."""
 
     body_min_rate: int = Field(64 * 1024, ge=1)
-    """Bytes/s a large body must keep arriving at to keep memory reserved ahead of its data
-    while other bodies wait; a slower one keeps only what it delivered (at most a quarter of
-    ``body_memory_bytes``, else 408)."""
+    """Bytes/s a large body (64 KiB and up) must arrive at while other bodies wait for
+    ``body_memory_bytes``; a slower one is answered 408, so no client can hold that memory."""
 
     max_concurrency: int = Field(256, ge=1)
     """Open connections and tasks beyond which new requests get 503 at once (bounds memory).
@@ -62,6 +61,16 @@ class HttpSettings(_Section):
 class LimitSettings(_Section):
     max_image_pixels: int = Field(40_000_000, ge=1)
     """Images with more pixels than this are refused before decoding (decompression bombs)."""
+
+    max_image_side: int = Field(32_768, ge=1)
+    """Images wider or taller than this are refused before decoding: per-row work and buffers
+    grow with the side, so a 1 × 40,000,000 image would cost far more than its pixels."""
+
+    max_image_decode_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Memory one image may need to decode, estimated from its header before decoding:
+    Pillow's pixel buffer at the scale decoded (JPEGs: 1/2 to 1/8 in draft mode) plus the
+    decoder's own (progressive JPEG coefficients, WebP canvases, TIFF strips and tiles).
+    Images that would need more are refused (413); this bounds memory per preprocess thread."""
 
     max_images_per_request: int = Field(64, ge=1)
     """Most images one request may carry (a BYTES tensor or a multipart upload)."""

@@ -9,8 +9,8 @@ hand at a time; the others wait with their data still in the kernel's socket buf
 TCP flow control slows their senders, and are read in arrival order as bytes are given back.
 
 A share of the budget must not become a lock that one client holds (:class:`BodyBudget` says
-how): a body joins the queue only once its first bytes are in, keeps bytes reserved ahead of
-its data only while it keeps arriving, and can park at most a quarter of the budget.
+how): a body joins the queue only once its first bytes are in, and keeps its share only while
+it keeps arriving or nobody else waits.
 """
 
 from __future__ import annotations
@@ -112,19 +112,16 @@ class BodyBudget:
 
     - a body joins the queue only once its first ``SMALL_BODY_BYTES`` are in: a sender that
       trickles waits for its own bytes, not in front of everyone else;
-    - its share is reserved ahead of its data (its declared size; the whole budget when the
-      size is unknown or the body is compressed, as the worst it could become) only while it
-      keeps arriving at ``min_rate`` bytes/s: a body slower than that over a second while
-      others wait gives back what it has not filled, and from then on is charged only for
-      what it delivers;
-    - a body that has stalled so may keep at most ``capacity // 4`` bytes parked in the
-      budget; one holding more is answered 408 at once and its bytes are freed.
+    - its share is reserved for it (its declared size; the whole budget when the size is
+      unknown or the body is compressed, as the worst it could become), and it keeps the share
+      only while it arrives at ``min_rate`` bytes/s or nobody else waits: a body slower than
+      that over ``WINDOW_S`` while others wait is answered 408 and its bytes are freed.
+
+    So one client holds the budget for at most ``WINDOW_S`` unless it really sends at
+    ``min_rate``; alone on the server, a slow sender is never cut off by this rule.
     """
 
-    PARK_FRACTION = 4
-    """A stalled body may keep at most 1/4 of the budget: four clients, not one, to fill it."""
-
-    WINDOW_S = 1.0
+    WINDOW_S = 0.5
     """Seconds over which a body's rate is measured against ``min_rate``."""
 
     def __init__(self, capacity: int, *, min_rate: int = 64 * 1024) -> None:
@@ -249,8 +246,6 @@ class _BudgetedBody(contextlib.AbstractAsyncContextManager[bytes]):
         try:
             if self._more:
                 await self._read_rest()
-            if self._encoded and self._held < budget.capacity:  # stalled, then finished
-                await self._charge(budget.capacity)
         except BaseException:
             await self.__aexit__()  # no block runs, so nothing else gives the bytes back
             raise
@@ -265,8 +260,7 @@ class _BudgetedBody(contextlib.AbstractAsyncContextManager[bytes]):
         budget = self._budget
         loop = asyncio.get_running_loop()
         window_end = loop.time() + budget.WINDOW_S
-        window_bytes = 0
-        paced = True  # still holding a reservation ahead of its data
+        window_start_size = self._size
         while self._more:
             message = asyncio.ensure_future(self._receive())
             try:
@@ -274,38 +268,19 @@ class _BudgetedBody(contextlib.AbstractAsyncContextManager[bytes]):
                     await asyncio.wait((message,), timeout=max(0.0, window_end - loop.time()))
                     if loop.time() < window_end:
                         continue
-                    if paced and window_bytes < budget.min_rate * budget.WINDOW_S:
-                        paced = not budget.contended or self._stall()
-                    window_end, window_bytes = loop.time() + budget.WINDOW_S, 0
+                    delivered = self._size - window_start_size
+                    if budget.contended and delivered < budget.min_rate * budget.WINDOW_S:
+                        raise RequestTimeout(
+                            f"the request body arrived at {delivered / budget.WINDOW_S:.0f}"
+                            f" bytes/s while other bodies waited for memory; a body of"
+                            f" {SMALL_BODY_BYTES} bytes or more must arrive at"
+                            f" {budget.min_rate} bytes/s or more when the server is busy"
+                        )
+                    window_end, window_start_size = loop.time() + budget.WINDOW_S, self._size
             except BaseException:
                 message.cancel()
                 raise
-            before = self._size
             self._take(message.result())
-            window_bytes += self._size - before
-            if not paced:
-                await self._charge(min(self._size, budget.capacity))
-
-    def _stall(self) -> bool:
-        """Give back what this slow body has not filled while others wait: False (no longer
-        paced). 408 when what it has filled is more than a stalled body may park."""
-        budget = self._budget
-        parked = min(self._size, budget.capacity)
-        if parked > budget.capacity // budget.PARK_FRACTION:
-            raise RequestTimeout(
-                f"the request body stalled at {self._size} bytes while other bodies waited for"
-                f" memory; a stalled body may hold at most"
-                f" {budget.capacity // budget.PARK_FRACTION} bytes (send at least"
-                f" {budget.min_rate} bytes/s)"
-            )
-        budget.release(self._held - parked)
-        self._held = parked
-        return False
-
-    async def _charge(self, target: int) -> None:
-        if target > self._held:
-            await self._budget.acquire(target - self._held)
-            self._held = target
 
     def _take(self, message: Message) -> None:
         if message["type"] != "http.request":
