@@ -18,6 +18,7 @@ import numpy as np
 from infership.batching.scheduler import BatchScheduler
 from infership.errors import InvalidRequest, PayloadTooLarge
 from infership.metrics import ModelMetrics
+from infership.parameters import timeout_us
 from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
 from infership.processing.text import TextPreprocessor
@@ -281,13 +282,8 @@ def _check(spec: TensorSpec, array: Array) -> int:
 
 
 def _deadline(request: InferenceRequest) -> float | None:
-    # Triton's request parameter: microseconds; absent or 0 means the model's default.
-    timeout = request.parameters.get("timeout")
-    if timeout is None or timeout == 0:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-        raise InvalidRequest("parameter 'timeout' must be a non-negative number of microseconds")
-    return time.monotonic() + timeout / 1e6
+    timeout = timeout_us(request.parameters)
+    return None if timeout is None else time.monotonic() + timeout / 1e6
 
 
 def _zeros(spec: TensorSpec, rows: int) -> Array:

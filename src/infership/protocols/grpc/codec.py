@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import numpy as np
 
 from infership.errors import InvalidRequest
+from infership.parameters import timeout_us
 from infership.protocols.grpc._pb import pb
 from infership.tensors import check_shape, tensor_from_raw, tensor_to_raw
 from infership.types import (
@@ -151,25 +152,13 @@ def timeout_parameter(
     >>> timeout_parameter({"timeout": 5_000_000}, 0.25)
     250000
     """
-    given = parameters.get("timeout")
-    if given is not None and not _is_timeout(given):
-        raise InvalidRequest(TIMEOUT_REFUSED)
+    given = timeout_us(parameters)  # refuses what REST refuses, deadline or not
     if remaining_s is None:
         return None
     from_deadline = max(1, math.floor(remaining_s * _MICROSECONDS))
     if given and given < from_deadline:  # 0, as absent, means "no timeout of its own"
         return given
     return from_deadline
-
-
-TIMEOUT_REFUSED: Final = "parameter 'timeout' must be a non-negative number of microseconds"
-"""The refusal of a bad ``timeout``, word for word the one REST gives."""
-
-
-def _is_timeout(value: Parameter) -> TypeGuard[int | float]:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and value >= 0
 
 
 def _datatype(name: str, datatype: str) -> str:
