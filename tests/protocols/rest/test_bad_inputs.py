@@ -188,6 +188,22 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes, int, str]] = [
      "Content-Encoding 'br' is not supported"),
     ("corrupt-gzip", "POST", INFER, {"Content-Encoding": "gzip"}, b"\x1f\x8b not gzip", 400,
      "not valid gzip data"),
+    # Issue 16: the JSON parser's work is bounded before it starts (F1) ...
+    ("json-values-over-the-limit", "POST", INFER, {"Content-Encoding": "gzip"},
+     gzip.compress(b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1],"data":['
+                   + b"[]," * 2_200_000 + b"[]]}]}"), 413, "the limit is 4194304"),
+    # ... an empty tensor cannot name a shape numpy cannot hold (F6) ...
+    ("empty-tensor-huge-dimension-json", "POST", INFER,
+     *_json({"inputs": [{**GOOD_TENSOR, "shape": [0, 2**63 - 1], "data": []}]}), 400,
+     "elements (zero dimensions aside)"),
+    ("empty-tensor-huge-dimension-binary", "POST", INFER, *_binary([_fp32([0, 2**63 - 1])]), 400,
+     "elements (zero dimensions aside)"),
+    ("empty-bytes-tensor-huge-dimension", "POST", INFER,
+     *_binary([("image", "BYTES", [0, 2**62, 4], b"")]), 400,
+     "elements (zero dimensions aside)"),
+    # ... and a timeout is a number, whatever the protocol (F8).
+    ("string-timeout", "POST", INFER, *_binary([IMAGE], parameters={"timeout": "abc"}), 400,
+     "parameter 'timeout' must be a non-negative"),
 ]  # fmt: skip
 
 
