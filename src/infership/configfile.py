@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from infership.errors import ConfigError
+from infership.safeyaml import read_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -16,12 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 def load_yaml(path: Path, model: type[M]) -> M:
     """Parse ``path`` and validate it as ``model``. Raises ConfigError, e.g.
     ``keys.yaml: field 'keys.0.scopes.0': Input should be 'infer', 'metrics' or 'admin'``."""
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw: Any = read_yaml(path)  # bounded and plain: keys.yaml is re-read while serving
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -17,8 +17,8 @@ from infership.errors import ConfigError, InvalidRequest, ModelNotFound
 from infership.loader import ModelLoader
 from infership.registry import ModelState
 from infership.repository import FilesystemRepository
-from infership.repository._yaml import MAX_BYTES, MAX_DEPTH, MAX_NODES
 from infership.repository.manifest import check_model_name, is_model_name, load_manifest
+from infership.safeyaml import MAX_BYTES, MAX_DEPTH, MAX_NODES
 from infership.settings import ServerSettings
 
 BENCH_MODELS = Path(__file__).parents[2] / "bench" / "models"

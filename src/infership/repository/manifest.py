@@ -34,7 +34,7 @@ from pydantic import (
 from infership.batching.policy import BatchPolicy
 from infership.configfile import describe
 from infership.errors import ConfigError, InvalidRequest
-from infership.repository._yaml import read_yaml
+from infership.safeyaml import read_yaml
 from infership.types import DATATYPES, TensorSpec
 
 MANIFEST_NAME = "model.yaml"

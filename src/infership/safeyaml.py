@@ -1,8 +1,10 @@
-"""Reading a YAML file that arrives with a model: bounded, plain, UTF-8.
+"""Reading a YAML file the server is given (model.yaml, keys.yaml, settings): bounded, plain,
+UTF-8.
 
-``model.yaml`` is read again on every load through the repository API, so whatever the folder
-holds reaches the server while it serves. PyYAML's ``safe_load`` refuses code-running tags but
-not the rest of what a hostile or broken file can do; here every one of these is a ConfigError
+``model.yaml`` is read again on every load through the repository API and ``keys.yaml``
+whenever it changes, so whatever those files hold reaches the server while it serves. PyYAML's
+``safe_load`` refuses code-running tags but not the rest of what a hostile or broken file can
+do; here every one of these is a ConfigError
 naming the file, never a crash or an exception nobody expected:
 
 - over ``MAX_BYTES``, or not UTF-8 text;
