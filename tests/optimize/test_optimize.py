@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper, save
+from onnx import TensorProto, helper, load, numpy_helper, save
 
 from conftest import TESTDATA, reference_preprocess
 from infership.app import EXAMPLE_REPOSITORY
@@ -91,6 +92,38 @@ def test_a_rewrite_beyond_the_gate_writes_nothing(tmp_path: Path) -> None:
         optimize(folder, "dynamic", gates=Gates(min_cosine=0.9999999), seconds=0.2)
     assert sorted(p.name for p in folder.iterdir()) == ["1", "model.yaml"]
     assert (folder / "model.yaml").read_text() == before
+
+
+def test_a_shortfall_is_stated_with_the_digits_that_show_it(tmp_path: Path) -> None:
+    folder = tiny_model(tmp_path / "tiny")
+    measured = optimize(folder, "dynamic", gates=Gates(min_cosine=0.0), seconds=0.2)
+    lowest = measured.accuracy.min_cosine
+    gate = lowest + 2e-6  # the same rewrite, now missing the gate by 0.000002
+    with pytest.raises(AccuracyCheckFailed) as failed:
+        optimize(folder, "dynamic", version=1, gates=Gates(min_cosine=gate), seconds=0.2)
+    found = re.fullmatch(
+        r"lowest cosine similarity to the original is (0\.\d+), (0\.\d+) below the gate of "
+        r"([0-9.]+); nothing written",
+        str(failed.value),
+    )
+    assert found is not None, failed.value
+    assert float(found[1]) == pytest.approx(lowest, abs=1e-7)
+    assert found[2] == "0.0000020"
+    assert float(found[3]) == gate
+    assert not (folder / "3").exists()
+
+
+def test_outputs_that_are_not_numbers_never_pass_the_gate(tmp_path: Path) -> None:
+    # y = sqrt(x @ w): NaN wherever x @ w < 0, before and after the rewrite. NaN compares false
+    # with any gate, so a careless "cosine < gate" check would let this through.
+    folder = tiny_model(tmp_path / "tiny")
+    model = load(str(folder / "1" / "model.onnx"))
+    model.graph.node[0].output[0] = "z"
+    model.graph.node.append(helper.make_node("Sqrt", ["z"], ["y"]))
+    save(model, str(folder / "1" / "model.onnx"))
+    with pytest.raises(AccuracyCheckFailed, match=r"not a number .* nothing written"):
+        optimize(folder, "graph", gates=Gates(min_cosine=0.0), seconds=0.2)
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "model.yaml"]
 
 
 def test_a_changed_top1_fails_the_classifier_gate(tmp_path: Path) -> None:

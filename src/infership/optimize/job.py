@@ -11,6 +11,7 @@ Steps, in order, so that nothing half-made is ever served:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -149,10 +150,18 @@ def _enforce(checked: Accuracy, gates: Gates, top1: bool) -> None:
                 f"{checked.samples} samples (allowed: {1 - gates.min_top1_agreement:.0%}); "
                 "nothing written"
             )
-    elif checked.min_cosine < gates.min_cosine:
+    elif math.isnan(checked.min_cosine):  # NaN compares false with everything: refuse it here
         raise AccuracyCheckFailed(
-            f"lowest cosine similarity to the original is {checked.min_cosine:.4f} "
-            f"(allowed: {gates.min_cosine}); nothing written"
+            "an output row's cosine similarity to the original is not a number (NaN in the "
+            "outputs); nothing written"
+        )
+    elif checked.min_cosine < gates.min_cosine:
+        shortfall = gates.min_cosine - checked.min_cosine
+        # Four decimals, or as many more as it takes for the shortfall to show.
+        digits = min(max(4, math.ceil(-math.log10(shortfall)) + 1), 9)
+        raise AccuracyCheckFailed(
+            f"lowest cosine similarity to the original is {checked.min_cosine:.{digits}f}, "
+            f"{shortfall:.{digits}f} below the gate of {gates.min_cosine}; nothing written"
         )
 
 
