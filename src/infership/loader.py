@@ -69,8 +69,12 @@ class ModelLoader:
         preprocessor = classifier = None
         if manifest.preprocess.image is not None:
             config = manifest.preprocess.image
+            limits = self.settings.limits
             preprocessor = ImagePreprocessor(
-                config, max_pixels=self.settings.limits.max_image_pixels
+                config,
+                max_pixels=limits.max_image_pixels,
+                max_side=limits.max_image_side,
+                max_decode_bytes=limits.max_image_decode_bytes,
             )
             spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
             if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):

@@ -66,11 +66,13 @@ class LimitSettings(_Section):
     """Images wider or taller than this are refused before decoding: per-row work and buffers
     grow with the side, so a 1 × 40,000,000 image would cost far more than its pixels."""
 
-    max_image_decode_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    max_image_decode_bytes: int = Field(40 * 1024 * 1024, ge=1024 * 1024)
     """Memory one image may need to decode, estimated from its header before decoding:
-    Pillow's pixel buffer at the scale decoded (JPEGs: 1/2 to 1/8 in draft mode) plus the
-    decoder's own (progressive JPEG coefficients, WebP canvases, TIFF strips and tiles).
-    Images that would need more are refused (413); this bounds memory per preprocess thread."""
+    Pillow's pixel buffer at the scale decoded (JPEGs: 1/2 to 1/8 in draft mode; at least
+    2 bytes per pixel, 4 for colour and 16-bit) plus the decoder's own (progressive JPEG
+    coefficients, WebP canvases, TIFF strips and tiles). Images that would need more are
+    refused (413). Bounds memory and decode time per preprocess thread: 40 MiB admits a 4K
+    (3840x2160) RGB PNG, a 1080p WebP and any baseline JPEG within ``max_image_pixels``."""
 
     max_images_per_request: int = Field(64, ge=1)
     """Most images one request may carry (a BYTES tensor or a multipart upload)."""
