@@ -33,7 +33,7 @@ def tiny_model(
         weights = np.random.default_rng(0).standard_normal((16, 8)).astype(np.float32)
         weights[0, 0] = 50.0
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="dense/MatMul")],
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", weights.shape[1]])],
@@ -123,6 +123,29 @@ def test_outputs_that_are_not_numbers_never_pass_the_gate(tmp_path: Path) -> Non
     save(model, str(folder / "1" / "model.onnx"))
     with pytest.raises(AccuracyCheckFailed, match=r"not a number .* nothing written"):
         optimize(folder, "graph", gates=Gates(min_cosine=0.0), seconds=0.2)
+    assert sorted(p.name for p in folder.iterdir()) == ["1", "model.yaml"]
+
+
+def test_nodes_kept_in_fp32_are_not_quantised(tmp_path: Path) -> None:
+    # The same rewrite that misses a strict gate (above) meets it with its MatMul left in FP32.
+    folder = tiny_model(tmp_path / "tiny")
+    strict = ["--min-cosine", "0.9999999", "--seconds", "0.2"]
+    args = ["optimize", str(folder), "--mode", "dynamic", "--keep-fp32", "dense/Mat", *strict]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    ops = {node.op_type for node in load(str(folder / "2" / "model.onnx")).graph.node}
+    assert "MatMul" in ops
+    assert "MatMulInteger" not in ops
+
+
+def test_a_keep_fp32_pattern_must_match_a_node_of_a_quantising_mode(tmp_path: Path) -> None:
+    folder = tiny_model(tmp_path / "tiny")
+    with pytest.raises(ConfigError, match=r"'attention' matches no node name; .*'dense/MatMul'"):
+        optimize(folder, "dynamic", keep_fp32=("dense", "attention"))
+    with pytest.raises(ConfigError, match="not a regular expression"):
+        optimize(folder, "dynamic", keep_fp32=("dense(",))
+    with pytest.raises(ConfigError, match="quantising modes only"):
+        optimize(folder, "graph", keep_fp32=("dense",))
     assert sorted(p.name for p in folder.iterdir()) == ["1", "model.yaml"]
 
 

@@ -26,6 +26,13 @@ from infership.errors import ConfigError, InfershipError
     help="Images folder (image models) or text file, one per line (text models): accuracy check "
     "and static calibration. Random tensors when absent.",
 )
+@click.option(
+    "--keep-fp32",
+    multiple=True,
+    metavar="REGEX",
+    help="dynamic/static: leave the nodes whose names match in FP32 (repeatable), e.g. "
+    "'layer\\.[0-9]+/output/dense/' for a BERT's feed-forward output MatMuls.",
+)
 @click.option("--version", type=int, help="Version to rewrite [default: the newest].")
 @click.option("--new-version", type=int, help="Version to write [default: newest + 1].")
 @click.option(
@@ -57,7 +64,9 @@ from infership.errors import ConfigError, InfershipError
     type=click.Path(path_type=Path),
     help="Also write the report as JSON here.",
 )
-def optimize(model_dir: Path, json_path: Path | None, **options: object) -> None:
+def optimize(
+    model_dir: Path, json_path: Path | None, keep_fp32: tuple[str, ...], **options: object
+) -> None:
     """Optimise or quantise the ONNX model in MODEL_DIR (a folder holding model.yaml).
 
     The rewrite is compared with the original on samples and timed against it; it is written as
@@ -73,7 +82,7 @@ def optimize(model_dir: Path, json_path: Path | None, **options: object) -> None
         min_cosine=options.pop("min_cosine"),  # type: ignore[arg-type]
     )
     try:
-        report = run_optimize(model_dir, gates=gates, **options)  # type: ignore[arg-type]
+        report = run_optimize(model_dir, gates=gates, keep_fp32=keep_fp32, **options)  # type: ignore[arg-type]
     except ConfigError as exc:
         fail(str(exc), 2)
     except InfershipError as exc:

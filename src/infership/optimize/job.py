@@ -41,6 +41,8 @@ class OptimizeReport:
     optimized_bytes: int
     accuracy: Accuracy
     speed: Speed
+    keep_fp32: tuple[str, ...] = ()
+    """The ``keep_fp32`` patterns the rewrite was made with."""
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -70,10 +72,13 @@ def optimize(
     batch_size: int = 8,
     seconds: float = 3.0,
     threads: int = 0,
+    keep_fp32: tuple[str, ...] = (),
 ) -> OptimizeReport:
     """Write ``model_dir/<new_version>/`` holding ``mode``'s rewrite of ``version``.
 
-    Raises ConfigError (bad folder, version or samples) or AccuracyCheckFailed (nothing written).
+    ``keep_fp32``: regular expressions of node names the quantising modes leave in FP32.
+    Raises ConfigError (bad folder, version, samples or pattern) or AccuracyCheckFailed (nothing
+    written).
     """
     manifest_path = model_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
@@ -92,7 +97,9 @@ def optimize(
         original = _session(source_dir / manifest.artifact, threads)
         spec_inputs = OnnxRuntime(original, source_dir / manifest.artifact).inputs
         feeds = sample_feeds(manifest, source_dir, spec_inputs, samples)
-        transform(source_dir / manifest.artifact, scratch / manifest.artifact, mode, feeds)
+        transform(
+            source_dir / manifest.artifact, scratch / manifest.artifact, mode, feeds, keep_fp32
+        )
         candidate = _session(scratch / manifest.artifact, threads)
         output, top1 = _compared_output(manifest, original)
         checked = accuracy(original, candidate, feeds, output, top1)
@@ -113,6 +120,7 @@ def optimize(
         optimized_bytes=(final / manifest.artifact).stat().st_size,
         accuracy=checked,
         speed=measured,
+        keep_fp32=keep_fp32,
     )
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -31,14 +32,23 @@ MODES: tuple[Mode, ...] = ("graph", "dynamic", "static")
 
 
 def transform(
-    source: Path, target: Path, mode: Mode, calibration: Sequence[dict[str, Array]] = ()
+    source: Path,
+    target: Path,
+    mode: Mode,
+    calibration: Sequence[dict[str, Array]] = (),
+    keep_fp32: Sequence[str] = (),
 ) -> None:
-    """Write ``source`` rewritten by ``mode`` to ``target``. Raises OptimizeFailed."""
+    """Write ``source`` rewritten by ``mode`` to ``target``. Raises OptimizeFailed.
+
+    ``keep_fp32``: regular expressions; the quantising modes leave every node whose name one of
+    them matches (``re.search``) in FP32. Raises ConfigError when one matches no node."""
+    if keep_fp32 and mode == "graph":
+        raise ConfigError("keep_fp32 (--keep-fp32) applies to the quantising modes only")
     try:
         if mode == "graph":
             optimize_graph(source, target)
         else:
-            _quantize(source, target, mode, calibration)
+            _quantize(source, target, mode, calibration, keep_fp32)
     except ConfigError:
         raise
     except Exception as exc:  # onnxruntime's tools raise bare Exceptions
@@ -48,7 +58,11 @@ def transform(
 
 
 def _quantize(
-    source: Path, target: Path, mode: Mode, calibration: Sequence[dict[str, Array]]
+    source: Path,
+    target: Path,
+    mode: Mode,
+    calibration: Sequence[dict[str, Array]],
+    keep_fp32: Sequence[str],
 ) -> None:
     # Imported here: onnxruntime.quantization needs the optional onnx package.
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -60,6 +74,7 @@ def _quantize(
         # Symbolic shape inference gives up on dynamic-length graphs such as BERT's, printing
         # as it goes; ONNX's own shape inference is enough for quantisation.
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        excluded = _matching_nodes(prepared, keep_fp32)
         if mode == "dynamic":
             # Per-channel scales: on all-MiniLM-L6-v2 per-tensor ones cost 4 points of cosine.
             # 7-bit weights (reduce_range): x86 CPUs without VNNI multiply uint8 activations by
@@ -73,6 +88,7 @@ def _quantize(
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 reduce_range=True,
+                nodes_to_exclude=excluded,
             )
             return
         if not calibration:
@@ -85,7 +101,29 @@ def _quantize(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
         )
+
+
+def _matching_nodes(model: Path, patterns: Sequence[str]) -> list[str]:
+    if not patterns:
+        return []
+    import onnx
+
+    names = [node.name for node in onnx.load(str(model), load_external_data=False).graph.node]
+    matched: list[str] = []
+    for pattern in patterns:
+        try:
+            found = [name for name in names if re.search(pattern, name)]
+        except re.error as exc:
+            raise ConfigError(f"--keep-fp32 {pattern!r}: not a regular expression: {exc}") from exc
+        if not found:
+            example = next((name for name in names if name), "(the nodes have no names)")
+            raise ConfigError(
+                f"--keep-fp32 {pattern!r} matches no node name; names look like {example!r}"
+            )
+        matched += [name for name in found if name not in matched]
+    return matched
 
 
 def optimize_graph(source: Path, target: Path) -> None:
