@@ -390,3 +390,23 @@ def test_truncated_files_are_invalid(cat: Image.Image, fmt: str) -> None:
 def test_defaults_match_the_server_settings() -> None:
     limits = LimitSettings()
     assert (limits.max_image_side, limits.max_image_decode_bytes) == (MAX_SIDE, MAX_DECODE_BYTES)
+
+
+def rle8_bmp(width: int, height: int) -> bytes:
+    """An RLE8 BMP made of one-pixel runs: Pillow decodes each run in Python."""
+    pixels = (bytes([1, 7]) * width + b"\0\0") * height + b"\0\1"
+    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(pixels), 0, 0, 256, 0)
+    offset = 14 + len(header) + len(palette)
+    return (
+        b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + header + palette + pixels
+    )
+
+
+def test_rle_bmp_is_charged_for_its_python_decoder() -> None:
+    pre = ImagePreprocessor(CONFIG, max_pixels=10**7)
+    assert pre.one(rle8_bmp(300, 200)).shape == (3, 224, 224)
+    start = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="BMP L 3000x3000"):
+        pre.one(rle8_bmp(3000, 3000))  # took 3.4 s, holding the GIL
+    assert time.perf_counter() - start < 0.5
