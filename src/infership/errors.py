@@ -26,6 +26,7 @@ Grouped by who has to act. Transports map these classes to status codes in one t
         │   └── DecryptionFailed     an encrypted model file: no matching key, or modified
         ├── ModelLoadError           the runtime could not load or warm the model
         ├── InferenceFailed          the runtime raised while computing a batch
+        │   └── ModelCodeFailed      the model's own Python raised or broke its contract
         ├── OptimizeFailed           `infership optimize` could not rewrite the model
         │   └── AccuracyCheckFailed  the rewrite strays from the original; nothing written
         ├── BuildError               no container engine, or the engine failed to build or push
@@ -144,6 +145,12 @@ class ModelLoadError(OperatorError):
 
 class InferenceFailed(OperatorError):
     """The runtime raised while computing a batch."""
+
+
+class ModelCodeFailed(InferenceFailed):
+    """The model's own Python code raised, or returned what it did not declare. The message
+    names the model and the problem and is safe to send (it never holds the exception's text
+    or traceback, which go to the server's log)."""
 
 
 class OptimizeFailed(OperatorError):

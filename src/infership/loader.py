@@ -10,16 +10,20 @@ from pathlib import Path
 from infership.errors import ConfigError
 from infership.metrics import Metrics
 from infership.model import ServedModel
+from infership.processing.base import Postprocessor, Preprocessor
 from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
+from infership.processing.python import PythonPostprocessor, PythonPreprocessor
 from infership.processing.text import TextPreprocessor
 from infership.repository import FilesystemRepository, ModelSource
-from infership.repository.manifest import MANIFEST_NAME, Classification
+from infership.repository.manifest import MANIFEST_NAME, Classification, TensorConfig
 from infership.runtimes import Runtime, load_runtime
 from infership.runtimes.gpu import register_gpu_metrics
+from infership.runtimes.python import PythonRuntime
 from infership.security.guard import ModelGuard
 from infership.settings import ServerSettings
 from infership.types import TensorSpec
+from infership.usercode import CodeHost, load_code
 
 
 class ModelLoader:
@@ -51,11 +55,15 @@ class ModelLoader:
         # The signature is checked before any byte of the version is read for execution.
         self._guard.check_signature(source, version)
         data = self._guard.read_artifact(source, version)
-        # The torch runtime reads its own section and, for TorchScript, the declared tensors.
+        # The torch and python runtimes read their own sections of the manifest.
         manifest = source.manifest
-        options = manifest if manifest.runtime == "torch" else manifest.onnx
+        options = manifest if manifest.runtime in ("torch", "python") else manifest.onnx
         runtime = load_runtime(manifest.runtime, source.artifact(version), options, data)
-        _check_signature(source, runtime)
+        try:
+            _check_signature(source, runtime)
+        except BaseException:
+            _close(runtime, _code_of(runtime))
+            raise
         return runtime
 
     def build(self, source: ModelSource, version: int) -> ServedModel:
@@ -64,44 +72,98 @@ class ModelLoader:
 
     def _build(self, source: ModelSource, version: int) -> ServedModel:
         runtime = self._load_runtime(source, version)
-        manifest = source.manifest
-        where = source.directory / MANIFEST_NAME
-        preprocessor = classifier = None
-        if manifest.preprocess.image is not None:
-            config = manifest.preprocess.image
-            limits = self.settings.limits
-            preprocessor = ImagePreprocessor(
-                config,
-                max_pixels=limits.max_image_pixels,
-                max_side=limits.max_image_side,
-                max_decode_bytes=limits.max_image_decode_bytes,
-            )
-            spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
-            if spec.datatype != "FP32" or not spec.accepts_shape((1, *preprocessor.sample_shape)):
-                raise ConfigError(
-                    f"{where}: field 'preprocess.image': makes FP32 "
-                    f"{list(preprocessor.sample_shape)} images but input {spec.name!r} is "
-                    f"{spec.datatype} {list(spec.shape)}"
-                )
-        if manifest.postprocess.classification is not None:
-            config_c = manifest.postprocess.classification
-            spec = _find(
-                runtime.outputs, config_c.output, where, "postprocess.classification.output"
-            )
-            classifier = _classifier(source, config_c, spec.shape[-1])
-        text = self._text(source, version, runtime) if manifest.preprocess.text else None
+        code = _code_of(runtime)
+        try:
+            if code is None and source.manifest.python is not None:
+                code = self._hooks(source, version)
+            pre = self._preprocessors(source, version, runtime, code)
+            post = self._postprocessors(source, runtime, code)
+        except BaseException:
+            _close(runtime, code)
+            raise
         return ServedModel(
             source.name,
             version,
-            manifest,
+            source.manifest,
             runtime,
             metrics=self.metrics.model(source.name, str(version)),
             preprocess_executor=self._preprocess_executor,
-            preprocessor=preprocessor,
-            classifier=classifier,
-            max_images=self.settings.limits.max_images_per_request,
-            text=text,
+            pre=pre,
+            post=post,
+            code=code,
         )
+
+    def _hooks(self, source: ModelSource, version: int) -> CodeHost:
+        """The class of ``python`` around an ONNX or torch model: hooks only."""
+        config = source.manifest.python
+        assert config is not None
+        folder = source.artifact(version).parent
+        label = f"model {source.name!r} version {version}"
+        code = load_code(label, folder, config, None)
+        if "predict" in code.methods:
+            code.close()
+            raise ConfigError(
+                f"{source.directory / MANIFEST_NAME}: field 'python': {config.class_name} "
+                f"defines predict, but runtime {source.manifest.runtime} computes the model; "
+                "use runtime: python, or keep only preprocess and postprocess"
+            )
+        return code
+
+    def _preprocessors(
+        self, source: ModelSource, version: int, runtime: Runtime, code: CodeHost | None
+    ) -> list[Preprocessor]:
+        """The model's own preprocess first, then the built-in pipeline (image or text)."""
+        manifest = source.manifest
+        steps: list[Preprocessor] = []
+        if code is not None and "preprocess" in code.methods:
+            feeds = tuple(s.name for s in runtime.inputs)
+            takes = _declared(manifest.python.inputs if manifest.python else None)
+            takes = takes or code.signatures.get("preprocess_inputs") or runtime.inputs
+            steps.append(PythonPreprocessor(code, takes, feeds))
+        if manifest.preprocess.image is not None:
+            steps.append(self._image(source, runtime))
+        if manifest.preprocess.text is not None:
+            steps.append(self._text(source, version, runtime))
+        return steps
+
+    def _postprocessors(
+        self, source: ModelSource, runtime: Runtime, code: CodeHost | None
+    ) -> list[Postprocessor]:
+        """The built-in classification first, then the model's own postprocess."""
+        manifest = source.manifest
+        where = source.directory / MANIFEST_NAME
+        steps: list[Postprocessor] = []
+        if manifest.postprocess.classification is not None:
+            config = manifest.postprocess.classification
+            spec = _find(runtime.outputs, config.output, where, "postprocess.classification.output")
+            steps.append(_classifier(source, config, spec.shape[-1]))
+        if code is not None and "postprocess" in code.methods:
+            reads = tuple(s.name for s in runtime.outputs)
+            gives = _declared(manifest.python.outputs if manifest.python else None)
+            gives = gives or code.signatures.get("postprocess_outputs") or runtime.outputs
+            steps.append(PythonPostprocessor(code, reads, gives))
+        return steps
+
+    def _image(self, source: ModelSource, runtime: Runtime) -> ImagePreprocessor:
+        config = source.manifest.preprocess.image
+        assert config is not None
+        where = source.directory / MANIFEST_NAME
+        limits = self.settings.limits
+        image = ImagePreprocessor(
+            config,
+            max_pixels=limits.max_image_pixels,
+            max_side=limits.max_image_side,
+            max_decode_bytes=limits.max_image_decode_bytes,
+            max_images=limits.max_images_per_request,
+        )
+        spec = _find(runtime.inputs, config.input, where, "preprocess.image.input")
+        if spec.datatype != "FP32" or not spec.accepts_shape((1, *image.sample_shape)):
+            raise ConfigError(
+                f"{where}: field 'preprocess.image': makes FP32 "
+                f"{list(image.sample_shape)} images but input {spec.name!r} is "
+                f"{spec.datatype} {list(spec.shape)}"
+            )
+        return image
 
     def _text(self, source: ModelSource, version: int, runtime: Runtime) -> TextPreprocessor:
         config = source.manifest.preprocess.text
@@ -117,6 +179,22 @@ class ModelLoader:
                     f"input {feed!r} is {spec.datatype} {list(spec.shape)}"
                 )
         return text
+
+
+def _declared(tensors: tuple[TensorConfig, ...] | None) -> tuple[TensorSpec, ...] | None:
+    if tensors is None:
+        return None
+    return tuple(TensorSpec(t.name, t.datatype, t.shape) for t in tensors)
+
+
+def _code_of(runtime: Runtime) -> CodeHost | None:
+    return runtime.code if isinstance(runtime, PythonRuntime) else None
+
+
+def _close(runtime: Runtime, code: CodeHost | None) -> None:
+    runtime.close()
+    if code is not None:
+        code.close()
 
 
 def _classifier(source: ModelSource, config: Classification, classes: int) -> Classifier:

@@ -1,27 +1,29 @@
 """A served model version: signature checks, pre-processing, batching scheduler, post-processing.
 
-This is where a transport-neutral ``InferenceRequest`` becomes rows for the runtime and back. The
-public signature of a model with an image pipeline takes encoded images (BYTES) and answers
-labels and probabilities; the model's own tensors are accepted and can be requested too, so one
-protocol call serves raw tensors and images alike.
+This is where a transport-neutral ``InferenceRequest`` becomes rows for the runtime and back,
+through the processing steps of ``processing/base.py``, whatever they are. The public signature
+is the runtime's with each step's inputs and outputs in place of what it makes and reads (an
+image pipeline takes encoded images and answers labels); the model's own tensors are accepted
+and can be requested too, so one protocol call serves raw tensors and images alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from infership.batching.scheduler import BatchScheduler
-from infership.errors import InvalidRequest, PayloadTooLarge
+from infership.errors import InvalidRequest
 from infership.metrics import ModelMetrics
 from infership.parameters import timeout_us
+from infership.processing.base import Postprocessor, Preprocessor
 from infership.processing.classify import Classifier
 from infership.processing.image import ImagePreprocessor
-from infership.processing.text import TextPreprocessor
 from infership.repository.manifest import ModelManifest
 from infership.runtimes.base import Runtime
 from infership.types import (
@@ -33,10 +35,14 @@ from infership.types import (
     datatype_of,
     numpy_dtype,
 )
+from infership.usercode import CodeHost
 
 
 class ServedModel:
-    """One loaded, schedulable model version. Create with ``ServedModel(...)``, then ``start()``."""
+    """One loaded, schedulable model version. Create with ``ServedModel(...)``, then ``start()``.
+
+    ``pre`` and ``post`` are its processing steps (``processing/base.py``), in order; ``code``
+    is the host of its own Python, if any, closed with the model."""
 
     def __init__(
         self,
@@ -47,62 +53,65 @@ class ServedModel:
         *,
         metrics: ModelMetrics,
         preprocess_executor: Executor,
-        preprocessor: ImagePreprocessor | None = None,
-        classifier: Classifier | None = None,
-        max_images: int = 64,
-        text: TextPreprocessor | None = None,
+        pre: Sequence[Preprocessor] = (),
+        post: Sequence[Postprocessor] = (),
+        code: CodeHost | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.manifest = manifest
         self.runtime = runtime
         self.metrics = metrics
-        self.preprocessor = preprocessor
-        self.classifier = classifier
-        self.max_images = max_images
-        self.text = text
+        self.pre = tuple(pre)
+        self.post = tuple(post)
+        self._code = code
         self._preprocess_executor = preprocess_executor
-        policy = manifest.batching
+        # Worker processes compute batches side by side: one compute thread each, at least.
+        executions = max(manifest.batching.parallel_executions, runtime.concurrency)
+        policy = manifest.batching.model_copy(update={"parallel_executions": executions})
         self._compute_executor = ThreadPoolExecutor(
-            max_workers=policy.parallel_executions, thread_name_prefix=f"infer-{name}"
+            max_workers=executions, thread_name_prefix=f"infer-{name}"
         )
+        compute = self._postprocessed if self.post else runtime.infer
         self.scheduler = BatchScheduler(
-            f"{name}:{version}", runtime.infer, policy, self._compute_executor, observer=metrics
+            f"{name}:{version}", compute, policy, self._compute_executor, observer=metrics
         )
         self._model_inputs = {spec.name: spec for spec in runtime.inputs}
-        self._model_outputs = {spec.name: spec for spec in runtime.outputs}
         self.inputs = self._public_inputs()
-        self.outputs = (classifier.outputs if classifier else ()) + runtime.outputs
-        self._classifier_outputs = (
-            frozenset(s.name for s in classifier.outputs) if classifier else frozenset()
-        )
+        self.outputs = self._public_outputs()
         self._default_outputs = tuple(
-            s.name for s in (classifier.outputs if classifier else runtime.outputs)
+            s.name for s in (self.post[-1].gives if self.post else runtime.outputs)
         )
         self._output_names = frozenset(s.name for s in self.outputs)
+        self._max_rows = manifest.batching.max_batch_size
 
     def _public_inputs(self) -> tuple[TensorSpec, ...]:
         specs = list(self.runtime.inputs)
-        if self.preprocessor is not None:
-            fed = self.preprocessor.config.input
-            image = TensorSpec(self.preprocessor.config.public_input, "BYTES", (-1,))
-            specs = [image if s.name == fed else s for s in specs]
-        if self.text is not None:
-            # The texts take the place of the first token tensor; the others are derived.
-            feeds = self.text.feeds
-            texts = TensorSpec(self.text.config.public_input, "BYTES", (-1,))
-            specs = [texts if s.name == feeds[0] else s for s in specs if s.name not in feeds[1:]]
+        for step in self.pre:
+            # What a step takes stands where its first feed stood; its other feeds are derived.
+            at = next((i for i, s in enumerate(specs) if s.name in step.feeds), len(specs))
+            kept = [s for s in specs if s.name not in step.feeds]
+            taken = [t for t in step.takes if t.name not in {s.name for s in kept}]
+            at = min(at, len(kept))
+            specs = kept[:at] + taken + kept[at:]
         return tuple(specs)
+
+    def _public_outputs(self) -> tuple[TensorSpec, ...]:
+        given = tuple(spec for step in self.post for spec in step.gives)
+        hidden = any(step.hides_model_outputs for step in self.post)
+        return given if hidden else given + self.runtime.outputs
 
     async def start(self) -> None:
         await self.scheduler.start()
-        if self.manifest.warmup:
+        if self.manifest.warmup and self.manifest.runtime != "python":
             await self._warm_up()
 
     async def stop(self, *, drain: bool = True) -> None:
         await self.scheduler.stop(drain=drain)
         self._compute_executor.shutdown(wait=True)
         self.runtime.close()
+        if self._code is not None:
+            self._code.close()
 
     async def _warm_up(self) -> None:
         # First runs allocate memory arenas and pick kernels; do it before reporting ready, at
@@ -126,43 +135,52 @@ class ServedModel:
         wanted = self._requested_outputs(request)
         with self.scheduler.reserve() as admission:  # refused before decoding, not after
             batch = await self._model_batch(request)
-        results = await self.scheduler.submit(batch, deadline, admission=admission)
-        outputs: dict[str, Array] = {}
-        if self.classifier is not None and not self._classifier_outputs.isdisjoint(wanted):
-            started = time.perf_counter()
-            outputs.update(self.classifier(results[self.classifier.config.output]))
-            self.metrics.postprocess_seconds.observe(time.perf_counter() - started)
-        outputs.update(results)
+        outputs = await self.scheduler.submit(batch, deadline, admission=admission)
         return InferenceResponse(
             model_name=self.name,
             model_version=str(self.version),
             outputs={name: outputs[name] for name in wanted},
         )
 
+    def _postprocessed(self, batch: dict[str, Array]) -> dict[str, Array]:
+        """The runtime, then the post-processing steps, on one batch (a compute thread)."""
+        outputs = self.runtime.infer(batch)
+        started = time.perf_counter()
+        for step in self.post:
+            outputs.update(step(outputs))
+        self.metrics.postprocess_seconds.observe(time.perf_counter() - started)
+        return outputs
+
     def classification_request(
         self, images: list[bytes]
     ) -> tuple[InferenceRequest, tuple[str, str, str]]:
         """A request classifying encoded images, and its (label, probability, index) outputs."""
-        if self.preprocessor is None or self.classifier is None:
+        image = next((p for p in self.pre if isinstance(p, ImagePreprocessor)), None)
+        classifier = self._classifier()
+        if image is None or classifier is None:
             raise InvalidRequest(
                 f"model {self.name!r} has no image classification pipeline; use /infer"
             )
-        c = self.classifier.config
+        c = classifier.config
         names = (c.label_output, c.probability_output, c.index_output)
         request = InferenceRequest(
-            inputs={self.preprocessor.config.public_input: np.array(images, dtype=object)},
+            inputs={image.config.public_input: np.array(images, dtype=object)},
             outputs=tuple(RequestedOutput(n) for n in names),
         )
         return request, names
 
     def classification_top_k(self, top_k: int | None) -> int:
         """``top_k`` checked against what the model computes (all of it when None)."""
-        limit = self.classifier.top_k if self.classifier else 0
+        classifier = self._classifier()
+        limit = classifier.top_k if classifier else 0
         if top_k is None:
             return limit
         if not 1 <= top_k <= limit:
             raise InvalidRequest(f"top_k must be from 1 to {limit} for model {self.name!r}")
         return top_k
+
+    def _classifier(self) -> Classifier | None:
+        return next((p for p in self.post if isinstance(p, Classifier)), None)
 
     def _requested_outputs(self, request: InferenceRequest) -> tuple[str, ...]:
         if request.outputs is None:
@@ -177,30 +195,43 @@ class ServedModel:
         return names
 
     async def _model_batch(self, request: InferenceRequest) -> dict[str, Array]:
-        """Map public inputs to model inputs, checking names, datatypes and shapes."""
+        """Map public inputs to model inputs through the pre-processing steps, then check
+        names, datatypes and shapes against the model's."""
         inputs = dict(request.inputs)
-        image_name = self.preprocessor.config.public_input if self.preprocessor else None
-        if image_name is not None and image_name in inputs:
-            assert self.preprocessor is not None
-            fed = self.preprocessor.config.input
-            if fed in inputs:
+        ran: list[Preprocessor] = []
+        for step in self.pre:
+            given = {t.name: inputs[t.name] for t in step.takes if t.name in inputs}
+            if not given:
+                continue  # the client sent the model inputs themselves
+            clash = [f for f in step.feeds if f in inputs and f not in given]
+            if clash:
                 raise InvalidRequest(
-                    f"send either {image_name!r} (encoded images) or {fed!r} (a tensor), not both"
+                    f"send either {next(iter(given))!r} or {clash[0]!r} (the model input it"
+                    " makes), not both"
                 )
-            inputs[fed] = await self._preprocess(inputs.pop(image_name))
-        text_name = self.text.config.public_input if self.text else None
-        if text_name is not None and text_name in inputs:
-            inputs.update(await self._tokenise(inputs.pop(text_name), inputs))
+            step.check(given, self._max_rows, f"model {self.name!r}")
+            for name in given:
+                del inputs[name]
+            inputs.update(await self._run_step(step, given))
+            ran.append(step)
         if inputs.keys() != self._model_inputs.keys():
-            self._name_the_wrong_input(inputs, image_name or text_name)
+            self._name_the_wrong_input(inputs, ran)
         rows = {_check(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
         if len(rows) > 1:
             raise InvalidRequest(f"inputs disagree on the batch size: {sorted(rows)}")
         return inputs
 
-    def _name_the_wrong_input(self, inputs: dict[str, Array], public_name: str | None) -> None:
+    async def _run_step(self, step: Preprocessor, given: dict[str, Array]) -> dict[str, Array]:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        made = await loop.run_in_executor(self._preprocess_executor, step, given)
+        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
+        return made
+
+    def _name_the_wrong_input(self, inputs: dict[str, Array], ran: list[Preprocessor]) -> None:
         expected = set(self._model_inputs)
-        extra = sorted(set(inputs) - expected - ({public_name} if public_name else set()))
+        public = {s.name for s in self.inputs}
+        extra = sorted(set(inputs) - expected)
         if extra:
             raise InvalidRequest(
                 f"model {self.name!r} has no input {extra[0]!r}; inputs are "
@@ -208,65 +239,16 @@ class ServedModel:
             )
         missing = sorted(expected - set(inputs))
         if missing:
-            public = {s.name for s in self.inputs}
-            name = missing[0] if missing[0] in public else public_name
+            made_by = [step for step in self.pre if missing[0] in step.feeds]
+            if missing[0] in public or not made_by:
+                name = missing[0]
+            elif made_by[0] in ran:  # a step ran but did not make it: the step's fault
+                raise InvalidRequest(
+                    f"model {self.name!r}: pre-processing did not make input {missing[0]!r}"
+                )
+            else:
+                name = made_by[0].takes[0].name
             raise InvalidRequest(f"model {self.name!r} needs input {name!r}, which is missing")
-
-    async def _preprocess(self, images: Array) -> Array:
-        assert self.preprocessor is not None
-        name = self.preprocessor.config.public_input
-        if images.dtype != object:
-            raise InvalidRequest(f"input {name!r} must be BYTES (encoded images)")
-        flat = images.reshape(-1)
-        if images.ndim not in (1, 2) or (images.ndim == 2 and images.shape[1] != 1):
-            raise InvalidRequest(
-                f"input {name!r} must have shape [n] or [n, 1], got {list(images.shape)}"
-            )
-        if len(flat) == 0:
-            raise InvalidRequest(f"input {name!r} holds no images")
-        # Refuse before decoding: the batch limit is known and decoding is the costly part.
-        limit = min(self.max_images, self.manifest.batching.max_batch_size)
-        if len(flat) > limit:
-            raise PayloadTooLarge(
-                f"input {name!r} holds {len(flat)} images; model {self.name!r} takes at most "
-                f"{limit} per request"
-            )
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        tensor = await loop.run_in_executor(
-            self._preprocess_executor, self.preprocessor.batch, cast(list[bytes], flat.tolist())
-        )
-        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
-        return tensor
-
-    async def _tokenise(self, texts: Array, given: dict[str, Array]) -> dict[str, Array]:
-        assert self.text is not None
-        name = self.text.config.public_input
-        clash = [feed for feed in self.text.feeds if feed in given]
-        if clash:
-            raise InvalidRequest(f"send either {name!r} (texts) or {clash[0]!r}, not both")
-        if texts.dtype != object:
-            raise InvalidRequest(f"input {name!r} must be BYTES (UTF-8 strings)")
-        if texts.ndim not in (1, 2) or (texts.ndim == 2 and texts.shape[1] != 1):
-            raise InvalidRequest(
-                f"input {name!r} must have shape [n] or [n, 1], got {list(texts.shape)}"
-            )
-        flat = texts.reshape(-1)
-        if len(flat) == 0:
-            raise InvalidRequest(f"input {name!r} holds no texts")
-        limit = self.manifest.batching.max_batch_size
-        if len(flat) > limit:
-            raise PayloadTooLarge(
-                f"input {name!r} holds {len(flat)} texts; model {self.name!r} takes at most "
-                f"{limit} per request"
-            )
-        started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        tokens = await loop.run_in_executor(
-            self._preprocess_executor, self.text.batch, cast(list[bytes], flat.tolist())
-        )
-        self.metrics.preprocess_seconds.observe(time.perf_counter() - started)
-        return tokens
 
 
 def _check(spec: TensorSpec, array: Array) -> int:

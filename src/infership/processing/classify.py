@@ -8,17 +8,19 @@ import numpy as np
 import numpy.typing as npt
 
 from infership.errors import ConfigError
+from infership.processing.base import Postprocessor
 from infership.repository.manifest import Classification
 from infership.types import Array, TensorSpec
 
 Floats = npt.NDArray[np.float32]
 
 
-class Classifier:
+class Classifier(Postprocessor):
     """Post-processing for a classification output, as model.yaml's ``postprocess`` says."""
 
     def __init__(self, config: Classification, labels_path: Path | None, classes: int) -> None:
         self.config = config
+        self.reads = (config.output,)
         self.top_k = min(config.top_k, classes) if classes > 0 else config.top_k
         if classes <= 0 and labels_path is None:
             raise ConfigError(
@@ -33,18 +35,17 @@ class Classifier:
                     f"{config.output!r} has {classes} classes"
                 )
         self._labels = np.array([n.encode() for n in names], dtype=object)
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        """The public outputs this step adds to the model's signature."""
         k = self.top_k
-        return (
-            TensorSpec(self.config.label_output, "BYTES", (-1, k)),
-            TensorSpec(self.config.probability_output, "FP32", (-1, k)),
-            TensorSpec(self.config.index_output, "INT64", (-1, k)),
+        self.gives: tuple[TensorSpec, ...] = (
+            TensorSpec(config.label_output, "BYTES", (-1, k)),
+            TensorSpec(config.probability_output, "FP32", (-1, k)),
+            TensorSpec(config.index_output, "INT64", (-1, k)),
         )
 
-    def __call__(self, scores: Array) -> dict[str, Array]:
+    def __call__(self, outputs: dict[str, Array]) -> dict[str, Array]:
+        return self.top(outputs[self.config.output])
+
+    def top(self, scores: Array) -> dict[str, Array]:
         """[n, classes] scores → {label: [n, k] BYTES, probability: [n, k] FP32, index}."""
         values: Floats = scores.astype(np.float32, copy=False).reshape(len(scores), -1)
         if self.config.softmax:

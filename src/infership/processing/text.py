@@ -7,17 +7,18 @@ model was trained. Runs in the pre-processing thread pool.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from infership.errors import ConfigError, InvalidRequest
+from infership.processing.base import Preprocessor, encoded_items
 from infership.repository.manifest import TextPreprocess
-from infership.types import Array
+from infership.types import Array, TensorSpec
 
 
-class TextPreprocessor:
+class TextPreprocessor(Preprocessor):
     """Tokenises a batch of texts for one model.
 
     >>> pre = TextPreprocessor(config, Path("1/tokenizer.json"))
@@ -27,6 +28,7 @@ class TextPreprocessor:
 
     def __init__(self, config: TextPreprocess, tokenizer_path: Path) -> None:
         self.config = config
+        self.takes = (TensorSpec(config.public_input, "BYTES", (-1,)),)
         try:
             # Imported here, not at the top: text models are an extra, and the image and
             # server must start without it.
@@ -55,13 +57,16 @@ class TextPreprocessor:
             pad_id=pad_id, pad_token=pad_token, pad_to_multiple_of=config.pad_to_multiple_of
         )
         self._tokenizer = tokenizer
+        optional = (config.attention_mask, config.token_type_ids)
+        self.feeds = (config.input_ids, *(name for name in optional if name is not None))
 
-    @property
-    def feeds(self) -> tuple[str, ...]:
-        """The model inputs this step produces."""
-        c = self.config
-        optional = (c.attention_mask, c.token_type_ids)
-        return (c.input_ids, *(name for name in optional if name is not None))
+    def check(self, inputs: Mapping[str, Array], max_rows: int, owner: str) -> None:
+        name = self.config.public_input
+        encoded_items(name, inputs[name], max_rows, "texts", owner)
+
+    def __call__(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        name = self.config.public_input
+        return self.batch(encoded_items(name, inputs[name], len(inputs[name]), "texts"))
 
     def batch(self, texts: Sequence[bytes | str]) -> dict[str, Array]:
         """Tokenise texts into INT64 [n, sequence] arrays, one per entry of ``feeds``."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -121,6 +121,41 @@ class TorchOptions(_Strict):
         if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
             raise ValueError(f"device must be cpu, cuda or cuda:N, got {value!r}")
         return value
+
+
+class PythonCode(_Strict):
+    """A model's own Python (docs/python-models.md): the model of ``runtime: python``, or
+    pre- and post-processing hooks around any other runtime."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    module: str = "model.py"
+    """The module file, inside each version folder (so it is versioned, digested and signed
+    with the model); sibling modules import relatively (``from . import helpers``)."""
+    class_name: str = Field("Model", alias="class", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The class in the module: ``__init__(folder, options)``, then ``predict`` and/or
+    ``preprocess``/``postprocess``."""
+    options: dict[str, Any] = {}
+    """Passed to the class as ``options``: the model's own settings."""
+    execution: Literal["process", "thread"] = "process"
+    """process: ``workers`` processes, each with its own instance (code that holds the GIL
+    uses every core; tensors cross through shared memory); thread: one instance in the server
+    process (no copy, no IPC; for code that releases the GIL, such as numpy)."""
+    workers: int | None = Field(None, ge=1, le=64)
+    """Worker processes (``execution: process``); None: one per CPU core."""
+    inputs: tuple[TensorConfig, ...] | None = None
+    """The public inputs ``preprocess`` takes (default: the class's ``preprocess_inputs``,
+    else the model's inputs)."""
+    outputs: tuple[TensorConfig, ...] | None = None
+    """The public outputs ``postprocess`` gives (default: the class's
+    ``postprocess_outputs``, else the model's outputs)."""
+
+    @field_validator("module")
+    @classmethod
+    def _module_inside(cls, value: str) -> str:
+        if not value.endswith(".py") or "/" in value or "\\" in value:
+            raise ValueError(f"{value!r} must be a .py file name in the version folder")
+        return _inside_model_folder(value)
 
 
 class ImagePreprocess(_Strict):
@@ -238,9 +273,9 @@ class ModelManifest(_Strict):
     name: str | None = None
     """Defaults to the folder name; if given it must equal it."""
     description: str = ""
-    runtime: Literal["onnx", "torch"] = "onnx"
+    runtime: Literal["onnx", "torch", "python"] = "onnx"
     artifact: str = "model.onnx"
-    """File inside each version folder."""
+    """File inside each version folder; for ``runtime: python``, ``python.module``."""
     version_policy: VersionPolicy = "latest"
     inputs: tuple[TensorConfig, ...] | None = None
     """Expected model inputs; when given they are checked against the model at load."""
@@ -248,6 +283,8 @@ class ModelManifest(_Strict):
     batching: BatchPolicy = BatchPolicy()
     onnx: OnnxOptions = OnnxOptions()
     torch: TorchOptions = TorchOptions()
+    python: PythonCode | None = None
+    """The model's own Python: required by ``runtime: python``, hooks for the others."""
     preprocess: Preprocess = Preprocess()
     postprocess: Postprocess = Postprocess()
     warmup: bool = True
@@ -260,6 +297,20 @@ class ModelManifest(_Strict):
     @classmethod
     def _artifact_is_a_file_name(cls, value: str) -> str:
         return _inside_model_folder(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_artifact(cls, data: Any) -> Any:
+        # runtime: python's artifact is its module: one name, given once, in python.module.
+        if isinstance(data, dict) and data.get("runtime") == "python":
+            if "artifact" in data:
+                raise ValueError("runtime: python has no artifact; name the code in python.module")
+            code = data.get("python")
+            if code is None:
+                code = data["python"] = {}
+            module = code.get("module", "model.py") if isinstance(code, dict) else "model.py"
+            data = {**data, "artifact": module}
+        return data
 
     @field_validator("sha256")
     @classmethod

@@ -12,6 +12,7 @@ from infership.runtimes.base import Runtime
 RUNTIMES: dict[str, str] = {
     "onnx": "infership.runtimes.onnx:OnnxRuntime",
     "torch": "infership.runtimes.torch:TorchRuntime",
+    "python": "infership.runtimes.python:PythonRuntime",
 }
 """Runtime name in model.yaml → ``module:Class``. Each class has ``load(path, options)``."""
 

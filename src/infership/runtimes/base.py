@@ -16,6 +16,9 @@ class Runtime(ABC):
 
     platform: str = "unknown"
     """OIP ``platform`` string, ``<framework>_<format>``."""
+    concurrency: int = 1
+    """Batches it can compute at once on its own (worker processes); the scheduler runs at
+    least this many side by side."""
 
     def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
         self.inputs = inputs
