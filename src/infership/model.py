@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from infership.batching.scheduler import BatchScheduler
+from infership.batching.scheduler import INLINE_BELOW_S, BatchScheduler
 from infership.errors import InvalidRequest
 from infership.metrics import ModelMetrics
 from infership.parameters import timeout_us
@@ -74,7 +74,13 @@ class ServedModel:
         )
         compute = self._postprocessed if self.post else runtime.infer
         self.scheduler = BatchScheduler(
-            f"{name}:{version}", compute, policy, self._compute_executor, observer=metrics
+            f"{name}:{version}",
+            compute,
+            policy,
+            self._compute_executor,
+            observer=metrics,
+            # The model's own code never runs on the event loop, however fast it is.
+            inline_below_s=0.0 if code is not None else INLINE_BELOW_S,
         )
         self._model_inputs = {spec.name: spec for spec in runtime.inputs}
         self.inputs = self._public_inputs()

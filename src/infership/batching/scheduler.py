@@ -60,6 +60,7 @@ from infership.errors import (
     DeadlineExceeded,
     InferenceFailed,
     InvalidRequest,
+    ModelCodeFailed,
     ModelNotReady,
     PayloadTooLarge,
     QueueFull,
@@ -268,7 +269,8 @@ class BatchScheduler:
         try:
             outputs = self._execute(dict(inputs))  # one request: nothing to stack
         except Exception as exc:
-            raise InferenceFailed(self._failed_message(rows, 1, exc)) from exc
+            message, kind = self._failure(exc, rows, 1)
+            raise kind(message) from exc
         finally:
             self._in_flight -= 1
         seconds = time.perf_counter() - started
@@ -445,7 +447,7 @@ class BatchScheduler:
             try:
                 outputs, seconds = self._compute([request.inputs for request in batch])
             except Exception as exc:
-                self._fail(batch, exc, self._batch_failed_message(batch, exc))
+                self._fail(batch, exc, *self._batch_failure(batch, exc))
                 return
             self._deliver(batch, outputs, seconds)
         finally:
@@ -480,8 +482,14 @@ class BatchScheduler:
                 outputs, seconds = await loop.run_in_executor(
                     self._executor, self._compute, [request.inputs for request in batch]
                 )
+            except InvalidRequest as exc:
+                if len(batch) == 1:
+                    self._fail(batch, exc, exc.message, type(exc))
+                else:  # the model refused its input: find which request it was
+                    await self._one_by_one(batch)
+                return
             except Exception as exc:
-                self._fail(batch, exc, self._batch_failed_message(batch, exc))
+                self._fail(batch, exc, *self._batch_failure(batch, exc))
                 return
             self._deliver(batch, outputs, seconds)
         finally:
@@ -496,14 +504,35 @@ class BatchScheduler:
             self._in_flight -= len(batch)
             self._pump()
 
-    def _batch_failed_message(self, batch: list[_Request], exc: Exception) -> str:
-        return self._failed_message(sum(request.rows for request in batch), len(batch), exc)
+    async def _one_by_one(self, batch: list[_Request]) -> None:
+        """Compute each request of a batch alone. A model's own code may refuse an input
+        (InvalidRequest, 400): the request at fault gets that answer, the others theirs."""
+        loop = asyncio.get_running_loop()
+        for request in batch:
+            if request.future.done():
+                continue
+            try:
+                outputs, seconds = await loop.run_in_executor(
+                    self._executor, self._compute, [request.inputs]
+                )
+            except Exception as exc:
+                self._fail([request], exc, *self._failure(exc, request.rows, 1))
+                continue
+            self._deliver([request], outputs, seconds)
 
-    def _failed_message(self, rows: int, requests: int, exc: Exception) -> str:
+    def _batch_failure(self, batch: list[_Request], exc: Exception) -> tuple[str, type[Exception]]:
+        return self._failure(exc, sum(request.rows for request in batch), len(batch))
+
+    def _failure(self, exc: Exception, rows: int, requests: int) -> tuple[str, type[Exception]]:
+        """The error each caller of a failed batch gets. The model's own refusals (a client's
+        InvalidRequest) and its code's failures (ModelCodeFailed) keep their class and their
+        message, which already names the model; anything else is an InferenceFailed."""
+        if isinstance(exc, InvalidRequest | ModelCodeFailed):
+            return exc.message, type(exc)
         return (
             f"model {self.name!r} failed computing a batch of {rows} "
             f"rows ({requests} requests): {type(exc).__name__}: {exc}"
-        )
+        ), InferenceFailed
 
     def _mismatch_message(self, rows: int, exc: Exception) -> str:
         return (

@@ -40,11 +40,15 @@ class CodeFailed(Exception):
     """The user's code raised (or could not be loaded); ``trace`` is its traceback, for the
     server's log only. ``client`` is True for ``InputError``: the request was at fault."""
 
-    def __init__(self, message: str, trace: str = "", *, client: bool = False) -> None:
+    def __init__(
+        self, message: str, trace: str = "", *, client: bool = False, summary: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.trace = trace
         self.client = client
+        self.summary = summary or message
+        """What the client may be told: the message without the exception's own text."""
 
 
 class UserCode:
@@ -91,7 +95,11 @@ class UserCode:
         except BaseException as exc:
             if isinstance(exc, InputError):
                 raise CodeFailed(str(exc) or "the input is invalid", client=True) from None
-            raise CodeFailed(f"{method} raised {_describe(exc)}", traceback.format_exc()) from None
+            raise CodeFailed(
+                f"{method} raised {_describe(exc)}",
+                traceback.format_exc(),
+                summary=f"{method} raised {type(exc).__name__}",
+            ) from None
         if not isinstance(result, Mapping):
             raise CodeFailed(
                 f"{method} returned {type(result).__name__}, not a dict of numpy arrays"

@@ -23,7 +23,7 @@ from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 from typing import Any
 
-from infership.errors import InferenceFailed, InvalidRequest, ModelLoadError
+from infership.errors import InvalidRequest, ModelCodeFailed, ModelLoadError
 from infership.repository.manifest import PythonCode
 from infership.types import Array, TensorSpec
 from infership.usercode.contract import CodeFailed, UserCode
@@ -60,7 +60,8 @@ class CodeHost(ABC):
         if failed.client:
             return InvalidRequest(failed.message)
         log.error("%s: %s\n%s", self.label, failed.message, failed.trace.rstrip())
-        return InferenceFailed(f"{self.label}: {failed.message}")
+        # The exception's text and traceback stay in the log: they may hold anything.
+        return ModelCodeFailed(f"{self.label}: {failed.summary}")
 
 
 class ThreadHost(CodeHost):
@@ -225,8 +226,8 @@ class _Worker:
                 self._arena = grown
             reply = self._conn.recv()
             if reply[0] == "error":
-                _, text, trace, client = reply
-                raise CodeFailed(text, trace, client=client)
+                _, text, trace, client, summary = reply
+                raise CodeFailed(text, trace, client=client, summary=summary)
             _, results, new_size = reply
             results_slots: list[Slot] = results
             if new_size is not None:

@@ -64,10 +64,10 @@ def main(
             result = code.call(method, unpack(slots, inbox, copy=False))
             out, grown = pack(result, outbox)
         except CodeFailed as failed:
-            conn.send(("error", failed.message, failed.trace, failed.client))
+            conn.send(("error", failed.message, failed.trace, failed.client, failed.summary))
             continue
         except TypeError as exc:  # an object array pack() cannot send
-            conn.send(("error", f"{method} returned {exc}", "", False))
+            conn.send(("error", f"{method} returned {exc}", "", False, None))
             continue
         conn.send(("ok", out, None if grown is None else grown.size))
         if grown is not None:

@@ -6,6 +6,7 @@ import logging
 import math
 
 from infership import errors
+from infership.observability.ids import REQUEST_ID
 from infership.protocols.rest.codec import encode_json
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,17 @@ def error_answer(exc: Exception, method: str, path: str) -> tuple[int, bytes, di
         if status != 500:
             return status, _body(exc.message), {**_json(), **headers_for(exc)}
         log.error("%s %s failed: %s", method, path, exc)
-        return status, _body(f"{type(exc).__name__}: the server failed; see its log"), _json()
+        # A model's own code failing is named (never with its exception's text); the rest of
+        # what the server says about its failures is for its log.
+        said = exc.message if isinstance(exc, errors.ModelCodeFailed) else type(exc).__name__
+        return status, _body(f"{said}: the server failed; see its log{_for_request()}"), _json()
     log.error("%s %s failed unexpectedly", method, path, exc_info=exc)
-    return 500, _body("internal server error; see the server log"), _json()
+    return 500, _body(f"internal server error; see the server log{_for_request()}"), _json()
+
+
+def _for_request() -> str:
+    request_id = REQUEST_ID.get()
+    return "" if request_id is None else f" (request id {request_id})"
 
 
 def _body(message: str) -> bytes:
