@@ -172,12 +172,17 @@ def tensor_to_raw(array: Array) -> bytes | memoryview:
     return contiguous.reshape(-1).view(np.uint8).data
 
 
-def tensor_from_list(name: str, datatype: str, shape: Sequence[int], data: Any) -> Array:
+def tensor_from_list(
+    name: str, datatype: str, shape: Sequence[int], data: Any, *, may_hold_bools: bool = True
+) -> Array:
     """Build a tensor from JSON data, a flat or nested list in row-major order.
 
     BOOL must be JSON booleans, integer types JSON integers (in range), FP16/FP32/FP64 any JSON
     number, BYTES strings (UTF-8 encoded) or bytes. The element count must equal the product
-    of ``shape``. Raises InvalidRequest naming the input otherwise.
+    of ``shape``. Raises InvalidRequest naming the input otherwise. ``may_hold_bools`` False
+    says the JSON text has no ``true`` or ``false`` (the caller knows), which skips looking for
+    booleans among numbers: numpy infers ``[true, 2]`` as integers, so a boolean would
+    otherwise pass for 1.
 
     >>> tensor_from_list("x", "FP32", [2, 2], [[1, 2], [3, 4.5]])
     array([[1. , 2. ],
@@ -189,7 +194,7 @@ def tensor_from_list(name: str, datatype: str, shape: Sequence[int], data: Any) 
     if datatype == "BYTES":
         flat = _bytes_from_list(name, data)
     else:
-        flat = _numbers_from_list(name, datatype, data)
+        flat = _numbers_from_list(name, datatype, data, may_hold_bools)
     return _shaped(name, flat, dims)
 
 
@@ -243,7 +248,7 @@ def _dtype(name: str, datatype: str) -> np.dtype[np.generic]:
         raise InvalidRequest(f"input {name!r}: {exc.message}") from None
 
 
-def _numbers_from_list(name: str, datatype: str, data: list[Any]) -> Array:
+def _numbers_from_list(name: str, datatype: str, data: list[Any], may_hold_bools: bool) -> Array:
     target = _dtype(name, datatype)
     # Infer first instead of np.array(data, dtype=target): a target dtype would silently
     # parse "1.5" strings and wrap out-of-range integers.
@@ -251,12 +256,30 @@ def _numbers_from_list(name: str, datatype: str, data: list[Any]) -> Array:
         inferred = np.array(data)
     except (ValueError, TypeError):
         raise InvalidRequest(f"input {name!r}: data is ragged or holds non-numbers") from None
+    # numpy infers [true, 2] as [1, 2]: a boolean among numbers is a client's mistake,
+    # refused as a list of booleans alone is, not a 1 or a 0 computed with.
+    numeric = target.kind != "b" and inferred.dtype.kind in "iuf" and inferred.size
+    if may_hold_bools and numeric and _holds_bool(data):
+        words = _JSON_WORDS.get(target.kind, "numbers")
+        raise InvalidRequest(f"input {name!r}: {datatype} data must be JSON {words}")
     if inferred.dtype.kind == "f" and target.kind in "iu":
         # Ints on both sides of the int64 range (0 and 2**64 - 1) infer as float64;
         # keep them as Python ints so the range check stays exact.
         exact = _exact_integers(name, datatype, data)
         return _cast_numbers(name, datatype, target, exact, kinds="O")
     return _cast_numbers(name, datatype, target, inferred)
+
+
+def _holds_bool(data: list[Any]) -> bool:
+    """Whether a nested JSON list holds a boolean anywhere (numpy's inference hides them)."""
+    stack = [data]
+    while stack:
+        for element in stack.pop():
+            if type(element) is bool:
+                return True
+            if type(element) is list:
+                stack.append(element)
+    return False
 
 
 def _cast_numbers(

@@ -64,10 +64,13 @@ def _rpc(access: Access) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
 
 
 def _token(context: Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            return bearer_token(value)
-    return None
+    # Every value, joined as REST joins a repeated header: two keys are no key.
+    values = [
+        value
+        for key, value in context.invocation_metadata() or ()
+        if key == "authorization" and isinstance(value, str)
+    ]
+    return bearer_token(", ".join(values)) if values else None
 
 
 class InferenceServicer:

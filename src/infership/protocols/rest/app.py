@@ -39,7 +39,9 @@ def _guard(endpoint: Endpoint, route: str, access: Access) -> Endpoint:
         started = time.perf_counter()
         try:
             policy: AccessPolicy = request.app.state.policy
-            token = bearer_token(request.headers.get("authorization"))
+            # Every value: a repeated Authorization is refused (as in infer.request_headers).
+            authorization = ", ".join(request.headers.getlist("authorization")) or None
+            token = bearer_token(authorization)
             policy.admit(access, token, request.client.host if request.client else None)
             response = await endpoint(request)
         except Exception as exc:

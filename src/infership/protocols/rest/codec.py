@@ -63,12 +63,15 @@ def decode_infer_request(
     >>> decode_infer_request(body, header_length=None, max_body_bytes=1 << 20).inputs["x"]
     array([1, 2], dtype=int32)
     """
-    view = memoryview(_decompress(body, content_encoding, max_body_bytes))
+    data = _decompress(body, content_encoding, max_body_bytes)
+    view = memoryview(data)
     json_length = _json_length(header_length, len(view))
     if json_length == 0:
         raise InvalidRequest(_EMPTY)
     header = _header(view[:json_length])
-    inputs = _build_inputs(header.inputs, view[json_length:], header_length is not None)
+    # Only a text with a JSON boolean can have one among a tensor's numbers (tensor_from_list).
+    bools = data.find(b"true", 0, json_length) >= 0 or data.find(b"false", 0, json_length) >= 0
+    inputs = _build_inputs(header.inputs, view[json_length:], header_length is not None, bools)
     return InferenceRequest(
         inputs=inputs,
         outputs=header.outputs,
@@ -343,7 +346,9 @@ def _parse_input(where: str, item: Any) -> _Input:
     return _Input(name, datatype, shape, None, size, parameters)
 
 
-def _build_inputs(specs: list[_Input], tail: memoryview, has_header: bool) -> dict[str, Array]:
+def _build_inputs(
+    specs: list[_Input], tail: memoryview, has_header: bool, may_hold_bools: bool = True
+) -> dict[str, Array]:
     declared = sum(spec.binary_size or 0 for spec in specs)
     if declared > len(tail):
         hint = "" if has_header else f" (binary data needs the {HEADER_LENGTH} header)"
@@ -360,7 +365,9 @@ def _build_inputs(specs: list[_Input], tail: memoryview, has_header: bool) -> di
     offset = 0
     for spec in specs:
         if spec.binary_size is None:
-            inputs[spec.name] = tensor_from_list(spec.name, spec.datatype, spec.shape, spec.data)
+            inputs[spec.name] = tensor_from_list(
+                spec.name, spec.datatype, spec.shape, spec.data, may_hold_bools=may_hold_bools
+            )
         else:
             blob = tail[offset : offset + spec.binary_size]
             offset += spec.binary_size

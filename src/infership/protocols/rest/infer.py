@@ -110,7 +110,7 @@ class InferEndpoint:
             await _send(send, 405, b'{"error":"method not allowed; use POST"}', _NOT_POST)
             return
         started = time.perf_counter()
-        headers = {key.decode("latin-1"): value for key, value in scope["headers"]}
+        headers = request_headers(scope["headers"])
         received = False  # else what is left of the body is read before a close (body.drain)
         try:
             client = scope.get("client")
@@ -166,6 +166,26 @@ async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -
     raw.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def request_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, bytes]:
+    """Header values by (lower-case) name; a repeated header's values joined by ", ".
+
+    RFC 9110 (5.3) makes a repeated field the comma-joined list of its values. Keeping only
+    the last (a dict built from the list) or only the first (Starlette's ``get``) would let a
+    proxy that reads the other one see a different request: a second
+    ``Inference-Header-Content-Length`` moved the boundary between JSON and binary tensors.
+    Joined, a repeated singleton is refused as the malformed value it is.
+
+    >>> request_headers([(b"a", b"1"), (b"b", b"2"), (b"a", b"3")])
+    {'a': b'1, 3', 'b': b'2'}
+    """
+    headers: dict[str, bytes] = {}
+    for key, value in raw:
+        name = key.decode("latin-1")
+        seen = headers.get(name)
+        headers[name] = value if seen is None else seen + b", " + value
+    return headers
 
 
 def _text(value: bytes | None) -> str | None:
