@@ -44,8 +44,8 @@ class PythonPreprocessor(Preprocessor):
         if made.keys() != set(self.feeds):
             missing = sorted(set(self.feeds) - made.keys())
             extra = sorted(made.keys() - set(self.feeds))
-            problem = f"lacks {missing}" if missing else f"has inputs the model lacks: {extra}"
-            raise ModelCodeFailed(f"{self.code.label}: preprocess returned a batch that {problem}")
+            problem = f"without {missing}" if missing else f"with inputs the model lacks: {extra}"
+            raise ModelCodeFailed(f"{self.code.label}: preprocess returned inputs {problem}")
         return made
 
 

@@ -18,8 +18,8 @@ def check_outputs(
     if outputs.keys() != names:
         missing = sorted(names - outputs.keys())
         extra = sorted(outputs.keys() - names)
-        problem = f"lacks {missing}" if missing else f"has undeclared {extra}"
-        raise ModelCodeFailed(f"{label}: {method} returned outputs that {problem}")
+        problem = f"without {missing}" if missing else f"with undeclared {extra}"
+        raise ModelCodeFailed(f"{label}: {method} returned outputs {problem}")
     for spec in declared:
         array = outputs[spec.name]
         try:

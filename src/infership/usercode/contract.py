@@ -127,6 +127,8 @@ class UserCode:
             self._loop.call_soon_threadsafe(self._loop.stop)
             assert self._loop_thread is not None
             self._loop_thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
         self._forget_modules()
         if failure is not None:
             raise failure

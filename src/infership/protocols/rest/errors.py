@@ -64,15 +64,21 @@ def error_answer(exc: Exception, method: str, path: str) -> tuple[int, bytes, di
         log.error("%s %s failed: %s", method, path, exc)
         # A model's own code failing is named (never with its exception's text); the rest of
         # what the server says about its failures is for its log.
-        said = exc.message if isinstance(exc, errors.ModelCodeFailed) else type(exc).__name__
-        return status, _body(f"{said}: the server failed; see its log{_for_request()}"), _json()
+        if isinstance(exc, errors.ModelCodeFailed):
+            return (
+                status,
+                _body(f"{exc.message} ({_for_request()}details in the server log)"),
+                _json(),
+            )
+        said = f"{type(exc).__name__}: the server failed; see its log"
+        return status, _body(f"{said} ({_for_request()}details in the server log)"), _json()
     log.error("%s %s failed unexpectedly", method, path, exc_info=exc)
-    return 500, _body(f"internal server error; see the server log{_for_request()}"), _json()
+    return 500, _body(f"internal server error ({_for_request()}details in the server log)"), _json()
 
 
 def _for_request() -> str:
     request_id = REQUEST_ID.get()
-    return "" if request_id is None else f" (request id {request_id})"
+    return "" if request_id is None else f"request id {request_id}; "
 
 
 def _body(message: str) -> bytes:
