@@ -61,7 +61,10 @@ class Server:
                 body_timeout_s=http.body_timeout_s,
                 max_header_bytes=http.max_header_bytes,
                 max_per_client=http.max_connections_per_client,
+                min_send_rate=http.response_min_rate,
+                send_window_s=http.response_window_s,
             ),
+            ws="none",  # no WebSocket route: an upgrade is a plain request (a JSON 404)
             lifespan="off",
             access_log=False,
             log_config=None,

@@ -37,6 +37,14 @@ class HttpSettings(_Section):
     """Bytes/s a large body (64 KiB and up) must arrive at while other bodies wait for
     ``body_memory_bytes``; a slower one is answered 408, so no client can hold that memory."""
 
+    response_min_rate: int = Field(64 * 1024, ge=1)
+    """Bytes/s a client must read a response at: one whose unsent bytes drain slower than
+    this over ``response_window_s`` is disconnected (it would hold the response's memory and
+    its connection slot for as long as it liked)."""
+
+    response_window_s: float = Field(10.0, gt=0)
+    """Seconds over which a response's drain rate is measured against ``response_min_rate``."""
+
     max_concurrency: int = Field(256, ge=1)
     """Open connections and tasks beyond which new requests get 503 at once (bounds memory).
     At the cap, idle kept-alive connections are closed first, longest idle first."""
