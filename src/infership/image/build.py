@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from infership.errors import ConfigError
 from infership.image import engine as engines
 from infership.image import wheelhouse
@@ -79,6 +81,44 @@ def describe_models(root: Path) -> tuple[ModelInfo, ...]:
     return tuple(models)
 
 
+REQUIREMENTS_NAME = "requirements.txt"
+"""Packages a version's own Python needs, one requirement a line, in its version folder."""
+
+
+def model_requirements(root: Path) -> tuple[str, ...]:
+    """Every requirement the ``requirements.txt`` of a version folder lists, sorted and
+    deduplicated. They go into the image's wheelhouse, pinned by hash like the rest. Only
+    plain requirements are taken: pip options, URLs and paths would let a model repository
+    point the build anywhere (ConfigError naming the file and line)."""
+    repository = FilesystemRepository(root)
+    found: set[str] = set()
+    for name in repository.names():
+        source = repository.find(name)
+        for version in source.versions:
+            path = source.directory / str(version) / REQUIREMENTS_NAME
+            if path.is_file():
+                found.update(_requirements(path))
+    return tuple(sorted(found))
+
+
+def _requirements(path: Path) -> list[str]:
+    lines = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise ConfigError(
+                f"{path}:{number}: not a package requirement ({exc}); pip options are not taken"
+            ) from None
+        if requirement.url is not None:
+            raise ConfigError(f"{path}:{number}: {requirement.name} names a URL; name a version")
+        lines.append(str(requirement))
+    return lines
+
+
 def write_context(spec: ImageSpec, repository: Path, directory: Path) -> None:
     """Write the Containerfile and copy the model repository into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -103,7 +143,14 @@ def build_image(options: BuildOptions, on_line: Callable[[str], None] = print) -
     # 2. The context: wheels from the host, the Containerfile, the models.
     with tempfile.TemporaryDirectory(prefix="infership-build-") as scratch:
         context = options.context_only or Path(scratch, "context")
-        wheelhouse.prepare(context, spec.python_version, spec.gpu, on_line, options.extras)
+        wheelhouse.prepare(
+            context,
+            spec.python_version,
+            spec.gpu,
+            on_line,
+            options.extras,
+            model_requirements(options.model_repository),
+        )
         write_context(spec, options.model_repository, context)
         if engine is None:
             return BuildResult(spec, context, None, None, time.perf_counter() - started)

@@ -85,9 +85,11 @@ def prepare(
     gpu: bool,
     on_line: Callable[[str], None],
     extras: tuple[str, ...] = (),
+    model_requirements: tuple[str, ...] = (),
 ) -> list[Path]:
     """Fill ``context``/wheels, ``context``/dist and ``context``/requirements.lock; return the
-    dependency wheels. Raises BuildError naming pip's complaint."""
+    dependency wheels, those the models' own code needs (``model_requirements``) included.
+    Raises BuildError naming pip's complaint."""
     wheels, dist = context / "wheels", context / "dist"
     for folder in (wheels, dist):  # a reused context must not keep wheels of another build
         shutil.rmtree(folder, ignore_errors=True)
@@ -98,6 +100,7 @@ def prepare(
         "--python-version", python_version, "--implementation", "cp",
         *(arg for tag in platforms() for arg in ("--platform", tag)),
         *runtime_requirements(infership, gpu, extras),
+        *model_requirements,
     ]  # fmt: skip
     constraints = installed_constraints()
     cached = _cache_folder(arguments, constraints)
