@@ -86,7 +86,7 @@ def _input_shape_mismatch(repository: Path) -> tuple[Path, list[str]]:
         pytest.param(_malformed_yaml, CONFIG_ERROR, id="malformed-yaml"),
         pytest.param(_empty_repository, CONFIG_ERROR, id="empty-repository"),
         pytest.param(_missing_repository, CONFIG_ERROR, id="missing-repository"),
-        # Found only when the ONNX file is loaded (after binding): ModelLoadError, exit 1.
+        # Found only when the ONNX file is loaded (after binding): still the model's fault, 2.
         pytest.param(_input_shape_mismatch, CONFIG_ERROR, id="input-shape-mismatch"),
     ],
 )

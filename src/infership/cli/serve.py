@@ -9,7 +9,7 @@ import click
 from pydantic import ValidationError
 
 from infership.cli.common import configure_logging, fail, run
-from infership.errors import ConfigError, InfershipError, ModelNotFound
+from infership.errors import ConfigError, InfershipError, ModelLoadError, ModelNotFound
 
 
 @click.command()
@@ -93,7 +93,7 @@ def serve(model_repository: Path | None, **options: Any) -> None:
     configure_logging(settings.log_level, settings.observability.log_format)
     try:
         run(Server(settings).serve())
-    except (ConfigError, ModelNotFound) as exc:  # both mean: fix the configuration
+    except (ConfigError, ModelNotFound, ModelLoadError) as exc:  # fix the configuration or model
         fail(str(exc), 2)
     except InfershipError as exc:
         fail(str(exc), 1)
