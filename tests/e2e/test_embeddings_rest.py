@@ -131,7 +131,8 @@ def test_token_tensors_and_texts_together_are_a_400(server: RunningServer) -> No
         f"{server.url}/v2/models/{MODEL}/infer", json={"inputs": [text, ids]}, timeout=30
     )
     assert response.status_code == 400
-    assert "send either 'text' (texts) or 'input_ids', not both" in response.json()["error"]
+    error = response.json()["error"]
+    assert "send either 'text' or 'input_ids' (the model input it makes), not both" in error
 
 
 def test_token_tensors_are_still_accepted_directly(server: RunningServer) -> None:
