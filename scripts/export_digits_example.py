@@ -9,8 +9,8 @@ Writes ``--out``/digits/ (default under ``build/examples``):
   format, which loads only types it trusts, where a pickle would run whatever it holds;
 * ``1/requirements.txt``  scikit-learn and skops, pinned to the versions that wrote the file;
 * ``model.yaml``  ``runtime: python`` in two worker processes, batching, sha256 of each file;
-* ``evaluation.json``  the held-out split and the accuracy measured on it (the tests check
-  that the server answers the same).
+* ``evaluation.json``  the held-out split, the accuracy measured on it and every prediction
+  (the tests check that the server answers the same).
 
 The data is scikit-learn's own ``load_digits`` (1,797 8x8 images, shipped in the package);
 30 % is held out, stratified, with a fixed seed, and the fit is deterministic. Training uses
@@ -98,6 +98,7 @@ def train(target: Path) -> dict[str, Any]:
         "test_accuracy": accuracy,
         "test_errors": int((outputs["digit"] != test_y).sum()),
         "raw_pixels_test_accuracy": raw_accuracy,
+        "test_predictions": outputs["digit"].tolist(),
     }
 
 
