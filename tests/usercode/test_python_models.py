@@ -370,6 +370,39 @@ async def test_a_worker_that_dies_fails_its_batch_and_is_replaced(tmp_path: Path
         assert [a.status_code for a in answers] == [200] * 8
 
 
+ONCE = """
+import os
+import numpy as np
+from infership.python import Tensor
+
+class Model:
+    inputs = [Tensor("x", "FP32", [-1, 1])]
+    outputs = [Tensor("y", "FP32", [-1, 1])]
+
+    def __init__(self, folder, options):
+        if (folder / "crashed").exists():
+            raise RuntimeError("will not start again")
+        self.folder = folder
+
+    def predict(self, batch):
+        (self.folder / "crashed").touch()
+        os._exit(1)
+"""
+
+
+async def test_when_no_worker_can_be_replaced_calls_fail_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    yaml = "runtime: python\npython: {execution: process, workers: 1}\n"
+    write_model(tmp_path, "once", ONCE, yaml)
+    async with Served(tmp_path) as served:
+        first = await served.infer("once", x=("FP32", [1, 1], [0]))
+        assert first.status_code == 500
+        second = await asyncio.wait_for(served.infer("once", x=("FP32", [1, 1], [0])), 30)
+        assert second.status_code == 500
+        assert "no worker process is running" in second.json()["error"]
+
+
 async def test_code_outside_the_version_folder_is_refused(tmp_path: Path) -> None:
     write_model(tmp_path, "escape", SCALE, "runtime: python\npython: {module: ../evil.py}\n")
     with pytest.raises(ConfigError, match=r"must be a \.py file name in the version folder"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import subprocess
 import sys
@@ -96,7 +95,12 @@ class ThreadHost(CodeHost):
 class ProcessHost(CodeHost):
     """``workers`` processes, each with its own instance; a call goes to whichever is free.
     Code that holds the GIL then uses as many cores as there are workers. A worker that dies
-    fails the call it was computing (500) and is replaced."""
+    fails the call it was computing (500) and is replaced.
+
+    Batches (``predict``, ``postprocess``) go before per-request ``preprocess`` calls when both
+    wait for a worker: a batch answers many requests, and its requests were admitted first."""
+
+    BATCH_METHODS = frozenset(("predict", "postprocess"))
 
     def __init__(
         self, label: str, folder: Path, code: PythonCode, source: bytes | None, workers: int
@@ -104,62 +108,78 @@ class ProcessHost(CodeHost):
         super().__init__(label)
         self._start_args = (str(folder), code.module, code.class_name, dict(code.options), source)
         self.concurrency = workers
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._free: list[_Worker] = []
         self._all: list[_Worker] = []
-        self._lock = threading.Lock()
+        self._turns = threading.Condition()
+        self._batches_waiting = 0
         self._closed = False
         try:
             first = [self._spawn() for _ in range(workers)]
             for each in first:  # started together, awaited in turn: they load in parallel
                 ready = each.wait_ready()
-                self._idle.put(each)
+                self._free.append(each)
         except BaseException:
             self.close()
             raise
         self.methods, self.signatures = ready
 
     def call(self, method: str, arrays: dict[str, Array]) -> dict[str, Array]:
-        with self._worker() as each:
+        with self._worker(method in self.BATCH_METHODS) as each:
             try:
                 return each.call(method, arrays)
             except CodeFailed as failed:
                 raise self._failed(failed) from None
 
     @contextmanager
-    def _worker(self) -> Iterator[_Worker]:
-        each = self._idle.get()
+    def _worker(self, batch: bool) -> Iterator[_Worker]:
+        with self._turns:
+            self._batches_waiting += batch
+            try:
+                while not self._free or (not batch and self._batches_waiting):
+                    if not self._all or self._closed:
+                        raise ModelCodeFailed(f"{self.label}: no worker process is running")
+                    self._turns.wait()
+                each = self._free.pop()
+            finally:
+                self._batches_waiting -= batch
         try:
             yield each
         finally:
-            if each.alive:
-                self._idle.put(each)
-            else:
-                self._replace(each)
+            back = each if each.alive else self._replace(each)
+            with self._turns:
+                if back is not None:
+                    self._free.append(back)
+                self._turns.notify_all()
 
-    def _replace(self, dead: _Worker) -> None:
-        with self._lock:
+    def _replace(self, dead: _Worker) -> _Worker | None:
+        dead.stop()
+        with self._turns:
             if self._closed:
-                return
+                return None
             self._all.remove(dead)
         log.warning("%s: a worker process exited (%s); starting another", self.label, dead.exit)
+        fresh = self._spawn()
         try:
-            fresh = self._spawn()
             fresh.wait_ready()
         except ModelLoadError as exc:
             log.error("%s: could not replace the worker: %s", self.label, exc)
-            return
-        self._idle.put(fresh)
+            with self._turns:
+                if fresh in self._all:  # unless close() took them all meanwhile
+                    self._all.remove(fresh)
+            return None
+        return fresh
 
     def _spawn(self) -> _Worker:
         each = _Worker(self.label, self._start_args)
-        with self._lock:
+        with self._turns:
             self._all.append(each)
         return each
 
     def close(self) -> None:
-        with self._lock:
+        with self._turns:
             self._closed = True
             workers, self._all = self._all, []
+            self._turns.notify_all()
         for each in workers:
             each.stop()
 
