@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Final
 
 from infership.errors import InvalidRequest, PayloadTooLarge
 from infership.types import Array, TensorSpec
@@ -62,13 +63,17 @@ class Postprocessor(ABC):
         thread; raising fails the whole batch (500)."""
 
 
+ITEMS: Final = {"images": "encoded images", "texts": "UTF-8 strings"}
+"""What each kind of BYTES item is, as error messages say it."""
+
+
 def encoded_items(
     name: str, array: Array, max_items: int, what: str, owner: str = "the model"
 ) -> list[bytes]:
-    """The elements of a BYTES input of shape [n] or [n, 1] (images, texts), refused with a
-    clear error when it is not one, is empty, or holds more than ``max_items``."""
+    """The elements of a BYTES input of shape [n] or [n, 1] (``what``: images, texts), refused
+    with a clear error when it is not one, is empty, or holds more than ``max_items``."""
     if array.dtype != object:
-        raise InvalidRequest(f"input {name!r} must be BYTES ({what})")
+        raise InvalidRequest(f"input {name!r} must be BYTES ({ITEMS.get(what, what)})")
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
         raise InvalidRequest(
             f"input {name!r} must have shape [n] or [n, 1], got {list(array.shape)}"
