@@ -606,14 +606,7 @@ def main() -> None:
         "wall_s": time.perf_counter() - began, **measured,
         "json": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    print(text)
-    if args.append:
-        with args.benchmarks_md.open("a", encoding="utf-8") as md:
-            md.write("\n" + text)
-        suite._log(f"appended to {args.benchmarks_md}")
+    suite.publish(results, out, markdown(results), args.benchmarks_md if args.append else None)
 
 
 if __name__ == "__main__":

@@ -624,6 +624,18 @@ def checks(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def publish(results: dict[str, Any], out: Path, text: str, append_to: Path | None) -> None:
+    """Write ``results`` as JSON to ``out``, print their table ``text``, and append it to
+    ``append_to`` (BENCHMARKS.md) when given: what every benchmark here ends with."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(text)
+    if append_to is not None:
+        with append_to.open("a", encoding="utf-8") as md:
+            md.write("\n" + text)
+        _log(f"appended to {append_to}")
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -662,14 +674,7 @@ def main() -> None:
         "peers": peer_results, "headline": headline_, "wall_s": time.perf_counter() - began,
         "json": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
     }  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(results)
-    print(text)
-    if args.append:
-        with args.benchmarks_md.open("a", encoding="utf-8") as md:
-            md.write("\n" + text)
-        _log(f"appended to {args.benchmarks_md}")
+    publish(results, out, markdown(results), args.benchmarks_md if args.append else None)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from infership.types import (
     InferenceResponse,
     RequestedOutput,
     TensorSpec,
-    datatype_of,
+    check_input,
     numpy_dtype,
 )
 from infership.usercode import CodeHost
@@ -222,7 +222,7 @@ class ServedModel:
             ran.append(step)
         if inputs.keys() != self._model_inputs.keys():
             self._name_the_wrong_input(inputs, ran)
-        rows = {_check(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
+        rows = {check_input(spec, inputs[spec.name]) for spec in self._model_inputs.values()}
         if len(rows) > 1:
             raise InvalidRequest(f"inputs disagree on the batch size: {sorted(rows)}")
         return inputs
@@ -255,18 +255,6 @@ class ServedModel:
             else:
                 name = made_by[0].takes[0].name
             raise InvalidRequest(f"model {self.name!r} needs input {name!r}, which is missing")
-
-
-def _check(spec: TensorSpec, array: Array) -> int:
-    datatype = datatype_of(array)
-    if datatype != spec.datatype:
-        raise InvalidRequest(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
-    if not spec.accepts_shape(array.shape):
-        raise InvalidRequest(
-            f"input {spec.name!r} has shape {list(array.shape)}; the model expects "
-            f"{list(spec.shape)} (-1 = any size)"
-        )
-    return int(array.shape[0]) if array.ndim else 1
 
 
 def _deadline(request: InferenceRequest) -> float | None:

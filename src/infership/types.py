@@ -88,6 +88,20 @@ class TensorSpec:
         return True
 
 
+def check_input(spec: TensorSpec, array: Array, owner: str = "the model") -> int:
+    """The rows of ``array`` (1 for a scalar), if its datatype and shape are ``spec``'s; else
+    InvalidRequest naming the input and what ``owner`` expects."""
+    datatype = datatype_of(array)
+    if datatype != spec.datatype:
+        raise InvalidRequest(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
+    if not spec.accepts_shape(array.shape):
+        raise InvalidRequest(
+            f"input {spec.name!r} has shape {list(array.shape)}; {owner} expects "
+            f"{list(spec.shape)} (-1 = any size)"
+        )
+    return int(array.shape[0]) if array.ndim else 1
+
+
 @dataclass(frozen=True, slots=True)
 class RequestedOutput:
     """An output the client asked for, with its transport-level parameters (e.g. binary_data)."""

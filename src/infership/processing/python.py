@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from infership.errors import InvalidRequest, ModelCodeFailed
+from infership.errors import InvalidRequest, ModelCodeFailed, PayloadTooLarge
 from infership.processing.base import Postprocessor, Preprocessor
-from infership.types import Array, TensorSpec, datatype_of
+from infership.types import Array, TensorSpec, check_input
 from infership.usercode import CodeHost
 from infership.usercode.checks import check_outputs
 
@@ -24,18 +24,10 @@ class PythonPreprocessor(Preprocessor):
         for spec in self.takes:
             if spec.name not in inputs:
                 raise InvalidRequest(f"{owner} needs input {spec.name!r}, which is missing")
-            array = inputs[spec.name]
-            datatype = datatype_of(array)
-            if datatype != spec.datatype:
-                raise InvalidRequest(f"input {spec.name!r} must be {spec.datatype}, got {datatype}")
-            if not spec.accepts_shape(array.shape):
-                raise InvalidRequest(
-                    f"input {spec.name!r} has shape {list(array.shape)}; {owner} expects "
-                    f"{list(spec.shape)} (-1 = any size)"
-                )
-            if array.ndim and array.shape[0] > max_rows:
-                raise InvalidRequest(
-                    f"input {spec.name!r} has {array.shape[0]} rows; {owner} takes at most "
+            rows = check_input(spec, inputs[spec.name], owner)
+            if rows > max_rows:
+                raise PayloadTooLarge(
+                    f"input {spec.name!r} has {rows} rows; {owner} takes at most "
                     f"{max_rows} rows per request"
                 )
 

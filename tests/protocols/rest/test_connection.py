@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
@@ -33,28 +34,39 @@ async def echo(request: Request) -> PlainTextResponse:
         return PlainTextResponse("the server closed the connection", 499)
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def serving(
+    endpoint: Callable[[Request], Awaitable[PlainTextResponse]],
+    protocol: type[GuardedHttpProtocol],
+    limit: int,
+) -> AsyncIterator[int]:
+    """A uvicorn server on a free port with ``protocol``, answering POST / with ``endpoint``."""
     port = free_port()
-    protocol = GuardedHttpProtocol.configured(
-        header_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_header_bytes=1024
-    )
     config = uvicorn.Config(
-        Starlette(routes=[Route("/", echo, methods=["POST"])]),
+        Starlette(routes=[Route("/", endpoint, methods=["POST"])]),
         host="127.0.0.1",
         port=port,
         http=protocol,
         lifespan="off",
         log_config=None,
-        limit_concurrency=4,
+        limit_concurrency=limit,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    running = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
         await asyncio.sleep(0.01)
     yield port
     server.should_exit = True
-    await serving
+    await running
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    protocol = GuardedHttpProtocol.configured(
+        header_timeout_s=TIMEOUT, body_timeout_s=TIMEOUT, max_header_bytes=1024
+    )
+    async with serving(echo, protocol, limit=4) as port:
+        yield port
 
 
 async def slow(request: Request) -> PlainTextResponse:
@@ -65,26 +77,11 @@ async def slow(request: Request) -> PlainTextResponse:
 @pytest.fixture
 async def busy_port() -> AsyncIterator[int]:
     """A server whose every request takes 0.5 s, two connections per address at most."""
-    port = free_port()
     protocol = GuardedHttpProtocol.configured(
         header_timeout_s=5, body_timeout_s=5, max_header_bytes=1024, max_per_client=2
     )
-    config = uvicorn.Config(
-        Starlette(routes=[Route("/", slow, methods=["POST"])]),
-        host="127.0.0.1",
-        port=port,
-        http=protocol,
-        lifespan="off",
-        log_config=None,
-        limit_concurrency=8,
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn only offers a flag
-        await asyncio.sleep(0.01)
-    yield port
-    server.should_exit = True
-    await serving
+    async with serving(slow, protocol, limit=8) as port:
+        yield port
 
 
 async def exchange(port: int, *parts: bytes, pause: float = 0.0) -> bytes:
