@@ -247,6 +247,7 @@ async def test_slow_bodies_do_not_hold_up_other_large_bodies(
     answers = await asyncio.gather(*tasks)
     assert upload.status_code == 200, upload.text
     assert infer.status_code == 200, infer.text
+    print(f"upload and JSON infer answered in {took:.2f} s beside four slow senders")
     # Behaviour, not speed: before the fix these waited for the 60 s body timeout.
     assert took < 10, f"large bodies waited {took:.1f} s behind slow senders"
     # Those holding the budget while the upload waited were cut off; the others still trickle.
