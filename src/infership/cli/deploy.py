@@ -206,7 +206,8 @@ def deploy(
     first serves a share of the traffic beside the stable version.
     """
     from infership.k8s.apply import apply_objects, namespace_exists
-    from infership.k8s.manifests import build_objects
+    from infership.k8s.discovery import discover
+    from infership.k8s.manifests import build_objects, compatibility_notes
     from infership.k8s.rollout import read_deployment, rollback
 
     cluster = _connect(kubeconfig, context)
@@ -215,6 +216,10 @@ def deploy(
         spec = _with_namespace(spec, cluster.namespace)
     api, ns, name = cluster.api, spec.namespace, spec.name
     try:
+        # Rendered for what this cluster serves (API versions, probe kinds), not the newest.
+        spec = spec.model_copy(update={"kubernetes": discover(api)})
+        for note in compatibility_notes(spec):
+            click.echo(f"warning: {note}", err=True)
         objects = build_objects(spec)
         if not create_namespace:
             objects = [o for o in objects if o["kind"] != "Namespace"]
@@ -248,6 +253,7 @@ def deploy(
             existed = False
         applied = apply_objects(api, objects, dry_run=dry_run)
         where = f"context {cluster.context}" if cluster.context else "in-cluster"
+        where += f", {spec.kubernetes.label}"
         verb = "would apply (server dry run)" if dry_run else "applied"
         click.echo(f"{verb} {len(applied)} objects in namespace {ns} ({where}, {cluster.server}):")
         for obj in applied:

@@ -25,6 +25,8 @@ from kubernetes.dynamic.resource import Resource
 
 from infership.errors import DeployError
 from infership.k8s.client import api_errors, read_json, status_message
+from infership.k8s.discovery import discover
+from infership.k8s.target import KINDS, KubeTarget, served_by
 
 FIELD_MANAGER = "infership"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -42,21 +44,21 @@ _INSTALL_HINTS = {
 }
 
 # Every kind infership creates for one deployment, in apply order; `delete` removes these
-# (in reverse) when they carry the instance label. The Namespace is never deleted: other
-# things may live in it.
-MANAGED_KINDS: tuple[tuple[str, str], ...] = (
-    ("v1", "ServiceAccount"),
-    ("v1", "ConfigMap"),
-    ("v1", "Secret"),
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("networking.k8s.io/v1", "Ingress"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
+# (in reverse) when they carry the instance label, at the API version the cluster serves. The
+# Namespace is never deleted: other things may live in it.
+MANAGED_KINDS: tuple[str, ...] = (
+    "ServiceAccount",
+    "ConfigMap",
+    "Secret",
+    "Deployment",
+    "Service",
+    "Ingress",
+    "HTTPRoute",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "ServiceMonitor",
+    "PrometheusRule",
 )
 
 
@@ -81,15 +83,35 @@ def dynamic_client(api: client.ApiClient) -> DynamicClient:
     return dyn
 
 
-def resource_for(dyn: DynamicClient, api_version: str, kind: str) -> Resource:
-    """The served resource for ``api_version``/``kind``, or DeployError saying what to install."""
+def resource_for(
+    dyn: DynamicClient, api_version: str, kind: str, target: KubeTarget | None = None
+) -> Resource:
+    """The served resource for ``api_version``/``kind``, or DeployError saying what serves it:
+    which Kubernetes releases for a built-in kind, what to install for a custom resource.
+    ``target``, when known, names the cluster's own version in the message."""
     try:
         resource: Resource = dyn.resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError as exc:
-        group = api_version.rpartition("/")[0]
-        hint = _INSTALL_HINTS.get(group, "install the CRD that defines it")
-        raise DeployError(f"the cluster does not serve {kind} ({api_version}): {hint}") from exc
+        raise DeployError(_not_served(api_version, kind, target)) from exc
     return resource
+
+
+def _not_served(api_version: str, kind: str, target: KubeTarget | None) -> str:
+    where = f"the cluster ({target.label})" if target is not None else "the cluster"
+    releases = served_by(api_version, kind)
+    if releases is not None:
+        served = ""
+        if target is not None and kind in KINDS and target.served is not None:
+            others = [s.api_version for s in KINDS[kind] if target.serves(s.api_version)]
+            served = f" (it serves {', '.join(others)})" if others else ""
+        return (
+            f"{where} does not serve {kind} ({api_version}), a built-in kind of {releases}"
+            f"{served}: render for the cluster's version (`infership deploy` does; "
+            "`infership manifests --kube-version X.Y`)"
+        )
+    group = api_version.rpartition("/")[0]
+    hint = _INSTALL_HINTS.get(group, "install the CRD that defines it")
+    return f"{where} does not serve {kind} ({api_version}): {hint}"
 
 
 def _describe(obj: dict[str, Any]) -> str:
@@ -111,7 +133,8 @@ def apply_objects(
     nothing. All kinds are resolved before the first write, so a missing CRD changes nothing.
     """
     dyn = dynamic_client(api)
-    resources = [resource_for(dyn, o["apiVersion"], o["kind"]) for o in objects]
+    target = discover(api)
+    resources = [resource_for(dyn, o["apiVersion"], o["kind"], target) for o in objects]
     applied: list[dict[str, Any]] = []
     for obj, resource in zip(objects, resources, strict=True):
         meta = obj.get("metadata", {})
@@ -187,8 +210,10 @@ def find_instance(api: client.ApiClient, namespace: str, name: str) -> list[dict
     """Every object of the kinds infership creates that carries ``instance=name`` in
     ``namespace``, in apply order, as minimal references (apiVersion, kind, metadata)."""
     dyn = dynamic_client(api)
+    target = discover(api)
     found: list[dict[str, Any]] = []
-    for api_version, kind in MANAGED_KINDS:
+    for kind in MANAGED_KINDS:
+        api_version = target.api_version(kind)
         try:
             resource = resource_for(dyn, api_version, kind)
         except DeployError:

@@ -28,6 +28,7 @@ MODEL_KEYS_DIR = "/etc/infership/model-keys"
 KEYS_FILE_NAME = "keys.yaml"
 CANARY_SUFFIX = "-canary"
 TRACK_LABEL = "infership.dev/track"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 
 def build_objects(spec: DeploySpec) -> list[Obj]:
@@ -51,6 +52,23 @@ def build_objects(spec: DeploySpec) -> list[Obj]:
             }
             objects.append(obj)
     return objects
+
+
+def compatibility_notes(spec: DeploySpec) -> list[str]:
+    """What the objects of ``spec`` cannot do on its target cluster, for the CLI to print;
+    empty when they work as documented."""
+    notes = []
+    others = sorted(set(spec.allow_from_namespaces) - {spec.namespace})
+    if others and not spec.kubernetes.labels_namespace_names:
+        labelled = " ".join(
+            f"kubectl label namespace {ns} {NAMESPACE_NAME_LABEL}={ns};" for ns in others
+        )
+        notes.append(
+            f"{spec.kubernetes.label} does not label namespaces {NAMESPACE_NAME_LABEL} (1.21 "
+            f"and later do), which the NetworkPolicy selects --allow-from namespaces by: "
+            f"label them yourself: {labelled.rstrip(';')}"
+        )
+    return notes
 
 
 def canary_objects(spec: DeploySpec, *, weight: int) -> list[Obj]:
@@ -95,6 +113,9 @@ def namespace(spec: DeploySpec) -> Obj:
     meta = _metadata(spec, spec.namespace)
     del meta["namespace"]
     meta["labels"]["pod-security.kubernetes.io/enforce"] = "restricted"
+    if not spec.kubernetes.labels_namespace_names:
+        # The label `--allow-from` selects namespaces by; the API server sets it from 1.21.
+        meta["labels"][NAMESPACE_NAME_LABEL] = spec.namespace
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
@@ -290,10 +311,8 @@ def _container(spec: DeploySpec, mounts: list[Obj]) -> Obj:
             "timeoutSeconds": 3,
             "failureThreshold": 60,
         },
-        # Readiness through gRPC's grpc.health.v1 (service "": the server), which turns false
-        # with REST's /ready; so both listeners are checked: REST by the other two probes.
         "readinessProbe": {
-            "grpc": {"port": spec.grpc_port},
+            **_readiness_check(spec),
             "periodSeconds": 5,
             "timeoutSeconds": 3,
             "failureThreshold": 2,
@@ -318,6 +337,15 @@ def _container(spec: DeploySpec, mounts: list[Obj]) -> Obj:
         },
         "volumeMounts": mounts,
     }
+
+
+def _readiness_check(spec: DeploySpec) -> Obj:
+    # Readiness through gRPC's grpc.health.v1 (service "": the server), which turns false with
+    # REST's /ready; so both listeners are checked: REST by the other two probes. Before 1.24
+    # Kubernetes has no gRPC probe: REST's /ready then, which answers the same question.
+    if spec.kubernetes.grpc_probes:
+        return {"grpc": {"port": spec.grpc_port}}
+    return {"httpGet": {"path": "/v2/health/ready", "port": "http"}}
 
 
 def service(spec: DeploySpec, track: Track = "stable") -> Obj:
@@ -380,7 +408,7 @@ def ingress(spec: DeploySpec, *, canary_weight: int | None = None) -> Obj:
     if spec.tls_secret is not None:
         body["tls"] = [{"hosts": [spec.host], "secretName": spec.tls_secret}]
     return {
-        "apiVersion": "networking.k8s.io/v1",
+        "apiVersion": spec.kubernetes.api_version("Ingress"),
         "kind": "Ingress",
         "metadata": meta,
         "spec": body,
@@ -406,7 +434,7 @@ def http_route(spec: DeploySpec, *, canary_weight: int = 0) -> Obj:
     if spec.host is not None:
         route = {"hostnames": [spec.host], **route}
     return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
+        "apiVersion": spec.kubernetes.api_version("HTTPRoute"),
         "kind": "HTTPRoute",
         "metadata": _metadata(spec, spec.name),
         "spec": route,
@@ -421,8 +449,9 @@ CUSTOM_METRICS = {
 
 
 def horizontal_pod_autoscaler(spec: DeploySpec) -> Obj:
-    """``autoscaling/v2`` on CPU (and a per-pod custom metric when asked): quick to scale up,
-    slow to scale down, so a dip between bursts does not cost warm replicas."""
+    """On CPU (and a per-pod custom metric when asked): quick to scale up, slow to scale down,
+    so a dip between bursts does not cost warm replicas. ``autoscaling/v2``, or ``v2beta2``
+    (the same fields) where v2 is not served yet (before 1.23)."""
     hpa = spec.autoscaling
     assert hpa is not None
     metrics: list[Obj] = [
@@ -445,7 +474,7 @@ def horizontal_pod_autoscaler(spec: DeploySpec) -> Obj:
             }
         )
     return {
-        "apiVersion": "autoscaling/v2",
+        "apiVersion": spec.kubernetes.api_version("HorizontalPodAutoscaler"),
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(spec, spec.name),
         "spec": {
@@ -473,9 +502,10 @@ def horizontal_pod_autoscaler(spec: DeploySpec) -> Obj:
 
 
 def pod_disruption_budget(spec: DeploySpec) -> Obj:
-    """Node drains take one pod at a time; never blocks a drain, even with one replica."""
+    """Node drains take one pod at a time; never blocks a drain, even with one replica.
+    ``policy/v1``, or ``v1beta1`` (the same fields for a non-empty selector) before 1.21."""
     return {
-        "apiVersion": "policy/v1",
+        "apiVersion": spec.kubernetes.api_version("PodDisruptionBudget"),
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(spec, spec.name),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels(spec, "stable")}},
@@ -498,7 +528,7 @@ def network_policy(spec: DeploySpec) -> Obj:
                 "namespaceSelector": {
                     "matchExpressions": [
                         {
-                            "key": "kubernetes.io/metadata.name",
+                            "key": NAMESPACE_NAME_LABEL,
                             "operator": "In",
                             "values": allowed,
                         }
@@ -507,7 +537,7 @@ def network_policy(spec: DeploySpec) -> Obj:
             }
         ]
     return {
-        "apiVersion": "networking.k8s.io/v1",
+        "apiVersion": spec.kubernetes.api_version("NetworkPolicy"),
         "kind": "NetworkPolicy",
         "metadata": _metadata(spec, spec.name),
         "spec": {

@@ -476,10 +476,20 @@ def _pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def _autoscaler(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
-    autoscaling = client.AutoscalingV2Api(api)
+    # At the version the cluster serves: autoscaling/v2, or v2beta2 before 1.23 (its status
+    # has the same fields).
+    from infership.k8s.apply import dynamic_client, resource_for
+    from infership.k8s.discovery import discover
+
+    kind = "HorizontalPodAutoscaler"
+    target = discover(api)
+    try:
+        resource = resource_for(dynamic_client(api), target.api_version(kind), kind, target)
+    except DeployError:
+        return None
     with api_errors(api, "get", f"HorizontalPodAutoscaler {namespace}/{name}"):
         try:
-            hpa = _json(autoscaling.read_namespaced_horizontal_pod_autoscaler, name, namespace)
+            hpa: dict[str, Any] = resource.get(name=name, namespace=namespace).to_dict()
         except ApiException as exc:
             if exc.status == 404:
                 return None

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infership.capacity import CapacityPlan
 from infership.errors import ConfigError
+from infership.k8s.target import KubeTarget
 
 # DNS-1123 label: what Kubernetes accepts as a Service or Namespace name. The longest name we
 # derive is "<name>-canary" (+7), and Service names stop at 63 characters.
@@ -58,7 +59,8 @@ class Resources(_Frozen):
 
 
 class Autoscaling(_Frozen):
-    """An ``autoscaling/v2`` HorizontalPodAutoscaler for the stable Deployment."""
+    """A HorizontalPodAutoscaler (``autoscaling/v2``, or ``v2beta2`` before 1.23) for the
+    stable Deployment."""
 
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
@@ -118,6 +120,9 @@ class DeploySpec(_Frozen):
     """INFERSHIP_SHUTDOWN__DELAY_S: serving on after SIGTERM while endpoints update."""
     drain_timeout_s: float = Field(30.0, gt=0)
     """INFERSHIP_SHUTDOWN__TIMEOUT_S: longest wait for admitted requests."""
+    kubernetes: KubeTarget = KubeTarget()
+    """The cluster rendered for: its version and the API versions it serves (the newest
+    Kubernetes by default; ``--kube-version``, or what ``deploy`` discovers)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> DeploySpec:
