@@ -82,6 +82,12 @@ class FakeApiServer(kmock.KubernetesEmulator):
     deny: set[tuple[str, str]] = attrs.field(factory=set)
     without_groups: frozenset[str] = frozenset()
     """API groups to leave out of discovery, like a cluster without those CRDs."""
+    kube_version: str = "1.33"
+    """What ``/version`` answers, ``major.minor``."""
+    without_versions: frozenset[str] = frozenset()
+    """Group/versions (``policy/v1``) to leave out of discovery, like an older cluster."""
+    extra_resources: Mapping[str, Any] = attrs.field(factory=dict)
+    """``group/version/plural`` → kmock.ResourceInfo served besides the bundled ones."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -91,13 +97,17 @@ class FakeApiServer(kmock.KubernetesEmulator):
             warnings.simplefilter("ignore", DeprecationWarning)
             self.resources.load_bundled()
         for resource in list(self.resources):
-            if resource.group in self.without_groups:
+            group_version = f"{resource.group}/{resource.version}".lstrip("/")
+            if resource.group in self.without_groups or group_version in self.without_versions:
                 del self.resources[resource]
+        for key, info in self.extra_resources.items():
+            self.resources[key] = info
         # The official client asks for "/version/" with a trailing slash; kmock serves "/version".
+        major, minor = self.kube_version.split(".")
         self["get /version/"] << {
-            "major": "1",
-            "minor": "33",
-            "gitVersion": "v1.33.0-fake",
+            "major": major,
+            "minor": minor,
+            "gitVersion": f"v{self.kube_version}.0-fake",
             "platform": "linux/amd64",
         }
         self["get /api/"] << {"kind": "APIVersions", "versions": ["v1"]}

@@ -1,5 +1,7 @@
-"""Every overlay, rendered by `kubectl kustomize`, against the Kubernetes schemas of 1.29 … 1.37
-(kubernetes-validate, strict: unknown fields are errors) and the kubernetes client's models.
+"""Every overlay, rendered by `kubectl kustomize`, against the Kubernetes schemas of 1.25 … 1.37
+(kubernetes-validate, strict: unknown fields are errors; every release it ships) and the
+kubernetes client's models; and each spec rendered for each of those releases
+(``--kube-version``) against that release's schemas. 1.20–1.24: test_kube_versions.
 
 HTTPRoute (Gateway API), ServiceMonitor and PrometheusRule (Prometheus Operator) are custom
 resources: neither validator has a schema for them, so they are checked only for having been
@@ -25,8 +27,9 @@ from pydantic import ValidationError
 from infership.k8s.kustomize import kustomize_files, write_tree
 from infership.k8s.manifests import build_objects
 from infership.k8s.spec import Autoscaling, DeploySpec, Resources
+from infership.k8s.target import KubeTarget
 
-VERSIONS = [f"1.{minor}" for minor in range(29, 38)]
+VERSIONS = [f"1.{minor}" for minor in range(25, 38)]
 CUSTOM_RESOURCES = {"HTTPRoute", "ServiceMonitor", "PrometheusRule"}
 MODELS: dict[str, Any] = {
     "Namespace": client.V1Namespace,
@@ -115,6 +118,14 @@ def test_every_overlay_validates_strictly_against_kubernetes(
     for overlay, objects in rendered.items():
         unchecked = {o["kind"] for o in objects if not _strictly_valid(o, version)}
         assert unchecked <= CUSTOM_RESOURCES, f"{overlay}: no schema for {unchecked}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rendering_for_each_release_validates_against_its_schemas(version: str) -> None:
+    for spec in SPECS.values():
+        target = spec.model_copy(update={"kubernetes": KubeTarget.for_version(version)})
+        unchecked = {o["kind"] for o in build_objects(target) if not _strictly_valid(o, version)}
+        assert unchecked <= CUSTOM_RESOURCES, f"{version}: no schema for {unchecked}"
 
 
 def test_every_overlay_validates_with_the_kubernetes_client_models(
