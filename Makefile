@@ -1,21 +1,29 @@
 # The two quickstart commands: `make serve` and `make test`. Each creates .venv on first use.
+# `make serve` installs only what serving needs (SERVE_STAMP, seconds); `make test` adds the
+# development extras (STAMP: torch, sentence-transformers, the test tools; minutes).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP  := $(VENV)/.installed
 
 .PHONY: serve test lint typecheck unit e2e bench clean
 
-$(STAMP): pyproject.toml
+$(SERVE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): pyproject.toml | $(SERVE_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-serve: $(STAMP)  ## Serve the bundled example model on http://127.0.0.1:8000
+serve: $(SERVE_STAMP)  ## Serve the bundled example model on http://127.0.0.1:8000
 	$(BIN)/infership serve $(ARGS)
 
-test: lint typecheck $(STAMP) interop-venvs $(VENV)/checkov/.installed  ## Lint, type-check and run the whole test suite
+test: lint typecheck $(STAMP) interop-venvs grpc-tools $(VENV)/checkov/.installed  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -25,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)  ## Fast tests only (no server processes)
+unit: $(STAMP) grpc-tools  ## Fast tests only (no server processes)
 	$(BIN)/pytest -m "not e2e"
 
 e2e: $(STAMP) interop-venvs
@@ -38,15 +46,33 @@ bench: $(STAMP) bench-peers  ## The benchmark suite (~17 min); appends its resul
 	$(BIN)/python bench/suite.py --append
 
 # The interop suite (tests/interop) runs each PyPI client in its own virtualenv: tritonclient.grpc
-# and kserve cannot share a process, and tritonclient needs protobuf 6 where we need 7. They live
-# inside .venv so `make clean` and .gitignore cover them.
-INTEROP := $(VENV)/interop-triton/.installed $(VENV)/interop-kserve/.installed
+# and kserve cannot share a process. interop-shared holds infership itself and tritonclient[all]
+# in ONE virtualenv, as users install them (tests/interop/test_shared_env.py). They live inside
+# .venv so `make clean` and .gitignore cover them.
+INTEROP := $(VENV)/interop-triton/.installed $(VENV)/interop-kserve/.installed \
+	$(VENV)/interop-shared/.installed
 .PHONY: interop-venvs
 interop-venvs: $(INTEROP)  ## Client virtualenvs for tests/interop
 
 $(VENV)/interop-%/.installed: tests/interop/requirements-%.txt | $(STAMP)
 	$(PYTHON) -m venv $(VENV)/interop-$*
 	$(VENV)/interop-$*/bin/pip install --quiet -r $<
+	touch $@
+
+# Rebuilt from scratch when pyproject.toml changes, so it shows what a fresh install resolves.
+$(VENV)/interop-shared/.installed: tests/interop/requirements-shared.txt pyproject.toml | $(STAMP)
+	rm -rf $(VENV)/interop-shared
+	$(PYTHON) -m venv $(VENV)/interop-shared
+	$(VENV)/interop-shared/bin/pip install --quiet -e . -r $<
+	touch $@
+
+# protoc for scripts/generate_grpc.py: grpcio-tools pinned there (the oldest gencode we support),
+# in its own virtualenv because it needs protobuf < 6. tests/protocols/grpc/test_generated.py
+# regenerates with it.
+.PHONY: grpc-tools
+grpc-tools: $(VENV)/grpc-tools/.installed  ## The grpcio-tools virtualenv that scripts/generate_grpc.py runs
+$(VENV)/grpc-tools/.installed: scripts/generate_grpc.py | $(SERVE_STAMP)
+	$(PYTHON) scripts/generate_grpc.py --install-tools
 	touch $@
 
 # checkov (tests/k8s/test_checkov.py) in its own virtualenv: it pins packaging, cachetools and

@@ -1,9 +1,10 @@
 """Unmodified PyPI clients against one real ``infership serve`` process, REST and gRPC.
 
 tritonclient.grpc and kserve cannot share a Python process (both register protobuf package
-``inference``), and tritonclient needs protobuf 6 where the server needs 7, so every client
-runs as a script in its own virtualenv (built by ``make interop-venvs``) and prints what it
-observed as JSON; the assertions live here.
+``inference``), so every client runs as a script in its own virtualenv (built by
+``make interop-venvs``) and prints what it observed as JSON; the assertions live here. The server
+runs from the development virtualenv (the newest protobuf); test_shared_env.py runs it beside
+tritonclient in one virtualenv.
 """
 
 from __future__ import annotations
