@@ -17,8 +17,6 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from infership.errors import InvalidRequest, ModelCodeFailed, ModelLoadError
 from infership.repository.manifest import PythonCode
 from infership.types import Array, TensorSpec
 from infership.usercode.contract import CodeFailed, UserCode
-from infership.usercode.transport import Arena, Slot, pack, unpack
+from infership.usercode.transport import Arena, Channel, Slot, pack, unpack
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +192,13 @@ class _Worker:
     def __init__(self, label: str, args: tuple[Any, ...]) -> None:
         self.label = label
         ours, theirs = socket.socketpair()
-        with ours, theirs:
+        with theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "infership.usercode.worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
-            self._conn = Connection(os.dup(ours.fileno()))
+        self._conn = Channel(ours)
         self._conn.send(args)
         self._arena: Arena | None = None  # ours: the inputs of each call
         self._results: Arena | None = None  # the worker's
@@ -212,12 +210,14 @@ class _Worker:
         return "still running" if code is None else f"exit code {code}"
 
     def wait_ready(self) -> tuple[frozenset[str], dict[str, tuple[TensorSpec, ...] | None]]:
-        if not self._conn.poll(LOAD_TIMEOUT_S):
-            self.stop()
-            raise ModelLoadError(f"{self.label}: the worker did not load in {LOAD_TIMEOUT_S:g} s")
         try:
-            message = self._conn.recv()
-        except EOFError:
+            message, _ = self._conn.recv(timeout=LOAD_TIMEOUT_S)
+        except TimeoutError:
+            self.stop()
+            raise ModelLoadError(
+                f"{self.label}: the worker did not load in {LOAD_TIMEOUT_S:g} s"
+            ) from None
+        except (EOFError, OSError):
             self.alive = False
             self._wait(STOP_TIMEOUT_S)
             raise ModelLoadError(
@@ -238,22 +238,23 @@ class _Worker:
     def call(self, method: str, arrays: dict[str, Array]) -> dict[str, Array]:
         slots, grown = pack(arrays, self._arena)
         try:
-            self._conn.send(("call", method, slots, None if grown is None else grown.size))
-            if grown is not None:
-                send_handle(self._conn, grown.fd, self._process.pid)
+            if grown is None:
+                self._conn.send(("call", method, slots, None))
+            else:  # a larger arena: its descriptor rides on the call
+                self._conn.send(("call", method, slots, grown.size), grown.fd)
                 if self._arena is not None:
                     self._arena.close()
                 self._arena = grown
-            reply = self._conn.recv()
+            reply, fd = self._conn.recv()
             if reply[0] == "error":
                 _, text, trace, client, summary = reply
                 raise CodeFailed(text, trace, client=client, summary=summary)
             _, results, new_size = reply
             results_slots: list[Slot] = results
-            if new_size is not None:
+            if new_size is not None and fd is not None:
                 if self._results is not None:
                     self._results.close()
-                self._results = Arena(new_size, recv_handle(self._conn))
+                self._results = Arena(new_size, fd)
             return unpack(results_slots, self._results, copy=True)
         except (EOFError, OSError) as exc:
             self.alive = False
@@ -266,11 +267,10 @@ class _Worker:
         if self.alive and self._process.poll() is None:
             try:
                 self._conn.send(("stop",))
-                if self._conn.poll(STOP_TIMEOUT_S):
-                    _, text, trace = self._conn.recv()
-                    if text is not None:
-                        log.warning("%s: %s\n%s", self.label, text, trace.rstrip())
-            except (EOFError, OSError):
+                (_, text, trace), _ = self._conn.recv(timeout=STOP_TIMEOUT_S)
+                if text is not None:
+                    log.warning("%s: %s\n%s", self.label, text, trace.rstrip())
+            except (EOFError, OSError, TimeoutError):
                 pass
         self.alive = False
         if not self._wait(STOP_TIMEOUT_S):

@@ -4,16 +4,20 @@ Each side owns one :class:`Arena` it writes into (the server: the inputs of a ca
 its results), an anonymous ``memfd`` both processes map. A call's message on the pipe carries
 only names, dtypes, shapes and offsets: tensor bytes are copied once into the arena and read in
 place on the other side, never pickled. BYTES tensors (Python objects) travel in the message.
-An arena too small for a call is replaced by one twice the size, whose descriptor follows the
-message (``send_handle``): no file in /dev/shm, nothing to clean up after a crash, and no size
+An arena too small for a call is replaced by one twice the size, whose descriptor rides on the
+message (:class:`Channel`): no file in /dev/shm, nothing to clean up after a crash, and no size
 limit but memory (a container's /dev/shm is often 64 MB).
 """
 
 from __future__ import annotations
 
+import array
 import mmap
 import os
-from typing import Final, NamedTuple
+import pickle
+import socket
+import struct
+from typing import Any, Final
 
 import numpy as np
 
@@ -23,15 +27,72 @@ _ALIGN: Final = 64
 _FIRST_SIZE: Final = 1 << 20
 
 
-class Slot(NamedTuple):
-    """Where one array lies: a fixed-size dtype in the arena, or (``dtype`` "O") its
-    elements, as bytes, in ``items``."""
+Slot = tuple[str, str, tuple[int, ...], int, list[bytes] | None]
+"""Where one array lies: (name, dtype, shape, offset, items): a fixed-size dtype at ``offset``
+in the arena, or (dtype "O") its elements, as bytes, in ``items``. A plain tuple: it is pickled
+with every call, and a named tuple pickles at several times the cost."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    offset: int
-    items: list[bytes] | None
+_LENGTH: Final = struct.Struct("<I")
+
+
+class Channel:
+    """Messages (pickled) over a Unix stream socket, strictly one answer per message, each with
+    at most one file descriptor riding on it (SCM_RIGHTS): an arena's memfd arrives with the
+    call or the result that first uses it. One ``sendmsg`` and usually one ``recvmsg`` per
+    message: multiprocessing's Connection, with ``send_handle`` beside it, cost twice the
+    system calls and about 35 µs more per round trip."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, message: object, fd: int | None = None) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = _LENGTH.pack(len(data)) + data
+        if fd is None:
+            self.sock.sendall(payload)
+            return
+        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+        sent = self.sock.sendmsg([payload], rights)
+        if sent < len(payload):
+            self.sock.sendall(payload[sent:])
+
+    def recv(self, timeout: float | None = None) -> tuple[Any, int | None]:
+        """The next message and the descriptor that came with it (None). EOFError when the
+        peer is gone; TimeoutError when ``timeout`` passes first."""
+        if timeout is not None:  # only then: each change of mode costs system calls
+            self.sock.settimeout(timeout)
+        try:
+            data, fds = self._read(_LENGTH.size, [])
+            (length,) = _LENGTH.unpack_from(data)
+            data = data[_LENGTH.size :]
+            if len(data) < length:
+                more, fds = self._read(length - len(data), fds)
+                data += more
+        finally:
+            if timeout is not None:
+                self.sock.settimeout(None)
+        return pickle.loads(data), (fds[0] if fds else None)
+
+    def _read(self, at_least: int, fds: list[int]) -> tuple[bytes, list[int]]:
+        chunks: list[bytes] = []
+        size = 0
+        while size < at_least:
+            # The peer sends nothing after a message until it has our answer, so reading more
+            # than one message's bytes can never happen.
+            data, ancillary, _, _ = self.sock.recvmsg(
+                max(at_least - size, 65536), socket.CMSG_SPACE(array.array("i").itemsize)
+            )
+            if not data:
+                raise EOFError("the peer closed the channel")
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+            chunks.append(data)
+            size += len(data)
+        return b"".join(chunks), fds
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Arena:
@@ -59,16 +120,16 @@ def pack(arrays: dict[str, Array], arena: Arena | None) -> tuple[list[Slot], Are
     new = None
     if arena is None or needed > arena.size:
         new = arena = Arena(max(_FIRST_SIZE, 2 * needed, arena.size * 2 if arena else 0))
-    slots = []
+    slots: list[Slot] = []
     offset = 0
-    for name, array in arrays.items():
-        if array.dtype.kind == "O":
-            slots.append(Slot(name, "O", array.shape, 0, _items(name, array)))
+    for name, tensor in arrays.items():
+        if tensor.dtype.kind == "O":
+            slots.append((name, "O", tensor.shape, 0, _items(name, tensor)))
             continue
         size = sizes[name]
-        target = np.ndarray(array.shape, array.dtype, buffer=arena.map, offset=offset)
-        target[...] = array
-        slots.append(Slot(name, array.dtype.str, array.shape, offset, None))
+        target = np.ndarray(tensor.shape, tensor.dtype, buffer=arena.map, offset=offset)
+        target[...] = tensor
+        slots.append((name, tensor.dtype.str, tensor.shape, offset, None))
         offset += _aligned(size)
     return slots, new
 
@@ -77,25 +138,25 @@ def unpack(slots: list[Slot], arena: Arena | None, *, copy: bool) -> dict[str, A
     """The arrays of ``slots``: read-only views into ``arena`` (valid until its owner writes
     the next call), or copies of their own."""
     arrays: dict[str, Array] = {}
-    for slot in slots:
-        if slot.items is not None:
-            flat = np.empty(len(slot.items), dtype=object)
-            flat[:] = slot.items
-            arrays[slot.name] = flat.reshape(slot.shape)
+    for name, dtype, shape, offset, items in slots:
+        if items is not None:
+            flat = np.empty(len(items), dtype=object)
+            flat[:] = items
+            arrays[name] = flat.reshape(shape)
             continue
         assert arena is not None
-        view: Array = np.ndarray(slot.shape, np.dtype(slot.dtype), arena.map, slot.offset)
+        view: Array = np.ndarray(shape, np.dtype(dtype), arena.map, offset)
         if copy:
-            arrays[slot.name] = view.copy()
+            arrays[name] = view.copy()
         else:
             view.flags.writeable = False
-            arrays[slot.name] = view
+            arrays[name] = view
     return arrays
 
 
-def _items(name: str, array: Array) -> list[bytes]:
+def _items(name: str, tensor: Array) -> list[bytes]:
     items: list[bytes] = []
-    for item in array.reshape(-1).tolist():
+    for item in tensor.reshape(-1).tolist():
         if isinstance(item, str):
             item = item.encode()
         elif not isinstance(item, bytes):

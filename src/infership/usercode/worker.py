@@ -10,18 +10,17 @@ when its server does (the pipe's end of file).
 from __future__ import annotations
 
 import signal
+import socket
 import sys
-from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 from typing import Any
 
 from infership.usercode.contract import CodeFailed, UserCode
-from infership.usercode.transport import Arena, pack, unpack
+from infership.usercode.transport import Arena, Channel, pack, unpack
 
 
 def main(
-    conn: Connection,
+    conn: Channel,
     folder: str,
     module: str,
     class_name: str,
@@ -44,8 +43,8 @@ def main(
     outbox: Arena | None = None  # ours: the results
     while True:
         try:
-            message = conn.recv()
-        except EOFError:  # the server is gone
+            message, fd = conn.recv()
+        except (EOFError, OSError):  # the server is gone
             return
         if message[0] == "stop":
             try:
@@ -56,10 +55,10 @@ def main(
                 conn.send(("stopped", None, None))
             return
         _, method, slots, new_inbox = message
-        if new_inbox is not None:
+        if new_inbox is not None and fd is not None:  # the call's arena is new: map it
             if inbox is not None:
                 inbox.close()
-            inbox = Arena(new_inbox, recv_handle(conn))
+            inbox = Arena(new_inbox, fd)
         try:
             result = code.call(method, unpack(slots, inbox, copy=False))
             out, grown = pack(result, outbox)
@@ -69,12 +68,13 @@ def main(
         except TypeError as exc:  # an object array pack() cannot send
             conn.send(("error", f"{method} returned {exc}", "", False, None))
             continue
-        conn.send(("ok", out, None if grown is None else grown.size))
-        if grown is not None:
-            send_handle(conn, grown.fd, 0)  # the pid is not used on Unix
-            if outbox is not None:
-                outbox.close()
-            outbox = grown
+        if grown is None:
+            conn.send(("ok", out, None))
+            continue
+        conn.send(("ok", out, grown.size), grown.fd)
+        if outbox is not None:
+            outbox.close()
+        outbox = grown
 
 
 def _detach_from_signals() -> None:
@@ -85,5 +85,6 @@ def _detach_from_signals() -> None:
 
 
 if __name__ == "__main__":
-    channel = Connection(int(sys.argv[1]))
-    main(channel, *channel.recv())
+    channel = Channel(socket.socket(fileno=int(sys.argv[1])))
+    arguments, _ = channel.recv()
+    main(channel, *arguments)
