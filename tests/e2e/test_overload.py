@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).parents[2]
 
 
-def test_three_times_capacity_is_refused_with_503_and_the_rest_served(tmp_path: Path) -> None:
-    out = tmp_path / "overload.json"
+def _overload(out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "overload.py"), "--smoke", "--json", str(out)],
         capture_output=True,
@@ -24,7 +24,16 @@ def test_three_times_capacity_is_refused_with_503_and_the_rest_served(tmp_path: 
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    data = json.loads(out.read_text())
+    return result, json.loads(out.read_text())
+
+
+def test_three_times_capacity_is_refused_with_503_and_the_rest_served(tmp_path: Path) -> None:
+    result, data = _overload(tmp_path / "overload.json")
+    if not any(s["refused_rps"] for s in data["slices"]):
+        # The smoke run measures capacity for 2 s on a shared 2-core machine; once in a while
+        # that measurement comes out far too low and "3×" is load the server can carry. Measure
+        # again once; a server that never refuses fails both times.
+        result, data = _overload(tmp_path / "overload-again.json")
     slices = data["slices"]
     assert data["offered_rps"] == pytest.approx(3 * data["capacity_rps"])
     assert sum(s["refused_rps"] for s in slices) > 0, "3× capacity refused nothing"
