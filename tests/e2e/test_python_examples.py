@@ -193,29 +193,9 @@ def test_face_detector_finds_the_faces_and_no_others(
 def test_face_detector_plain_http_upload(server: RunningServer, photos: dict[str, bytes]) -> None:
     """What ``curl --data-binary`` sends: the binary tensor extension, a JSON header and the
     file's bytes, no client library; the answer is plain JSON."""
-    image = photos["astronaut"]
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "image",
-                    "datatype": "BYTES",
-                    "shape": [1],
-                    "parameters": {"binary_data_size": len(image) + 4},
-                }
-            ],
-            "outputs": [{"name": "count"}, {"name": "boxes"}, {"name": "labels"}],
-        }
-    ).encode()
-    body = header + len(image).to_bytes(4, "little") + image
+    body, headers = _face_request(photos["astronaut"], ("count", "boxes", "labels"))
     response = httpx.post(
-        f"{server.url}/v2/models/{FACES}/infer",
-        content=body,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Inference-Header-Content-Length": str(len(header)),
-        },
-        timeout=60,
+        f"{server.url}/v2/models/{FACES}/infer", content=body, headers=headers, timeout=60
     )
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
@@ -358,7 +338,11 @@ def _batches(server: RunningServer, model: str) -> tuple[float, float]:
     return buckets["+Inf"], buckets["+Inf"] - buckets["1.0"]
 
 
-def _face_request(image: bytes) -> tuple[bytes, dict[str, str]]:
+def _face_request(
+    image: bytes, outputs: tuple[str, ...] = ("count",)
+) -> tuple[bytes, dict[str, str]]:
+    """What ``curl --data-binary`` sends: the binary tensor extension, a JSON header asking
+    for ``outputs``, then the image as one BYTES element."""
     header = json.dumps(
         {
             "inputs": [
@@ -369,7 +353,7 @@ def _face_request(image: bytes) -> tuple[bytes, dict[str, str]]:
                     "parameters": {"binary_data_size": len(image) + 4},
                 }
             ],
-            "outputs": [{"name": "count"}],
+            "outputs": [{"name": name} for name in outputs],
         }
     ).encode()
     headers = {
