@@ -420,3 +420,16 @@ def test_a_file_that_is_not_a_plan_is_refused(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "not `infership plan --json` output" in result.output
+
+
+def test_rendering_manifests_does_not_import_the_load_generator() -> None:
+    # A fresh interpreter: this one has imported everything the other tests needed.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, infership.k8s.manifests, infership.k8s.kustomize, infership.cli.manifests;"
+        "print(sorted(m for m in sys.modules if m.startswith('infership.bench')))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout

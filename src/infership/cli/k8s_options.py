@@ -129,7 +129,7 @@ def spec_from_options(
     allow_unauthenticated: bool = False,
 ) -> DeploySpec:
     """A DeploySpec from the options' values; raises ConfigError naming the bad option."""
-    from infership.capacity import CapacityPlan
+    from infership.capacity_plan import CapacityPlan
     from infership.image.context import check_reference
     from infership.k8s.spec import (
         Autoscaling,

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from infership.capacity import CapacityPlan
+from infership.capacity_plan import CapacityPlan
 from infership.errors import ConfigError
 from infership.k8s.target import KubeTarget
 
