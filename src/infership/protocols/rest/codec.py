@@ -279,14 +279,14 @@ def _load_json(text: memoryview) -> Any:
     # aborted the process (issue 16, F1): no parser that can corrupt memory on some input
     # within the body limit belongs on the request path.
     if len(text) > MAX_JSON_VALUES:
-        _check_value_count(text)
+        check_value_count(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _check_value_count(text: memoryview) -> None:
+def check_value_count(text: memoryview) -> None:
     """Refuse (413) a document that may hold more than MAX_JSON_VALUES values, before parsing.
 
     Every value but the first of an array or object follows a comma, so commas plus opening
