@@ -96,5 +96,20 @@ examples: $(STAMP)  ## Generate build/examples: efficientnet-lite0-torch, all-mi
 	$(BIN)/python scripts/export_face_detector_example.py --out build/examples
 	$(BIN)/python scripts/export_digits_example.py --out build/examples
 
+# A real one-node Kubernetes 1.20 on 127.0.0.1 (cluster/, docs/kubernetes.md): the server
+# binaries are built once from Debian's source package (~9 min on two cores) and cached in
+# /var/cache/infership/k8s. `make cluster` prints the kubeconfig's path as its last line;
+# `make test` runs tests/k8s/test_live_cluster.py against it when KUBECONFIG points at it.
+.PHONY: cluster cluster-load cluster-down
+cluster:  ## Start the local Kubernetes cluster (root; builds its binaries the first time)
+	@cluster/up.sh
+
+cluster-load:  ## Copy a podman image into the local cluster: make cluster-load IMAGE=localhost/x:1
+	@test -n "$(IMAGE)" || { echo "usage: make cluster-load IMAGE=localhost/NAME:TAG" >&2; exit 2; }
+	@cluster/load.sh $(IMAGE)
+
+cluster-down:  ## Stop the local cluster and remove everything it made
+	@cluster/down.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
