@@ -87,6 +87,22 @@ def _routes() -> list[Route]:
         ("/v2/repository/models/{name}/load", routes.load_model, post, Access.ADMIN),
         ("/v2/repository/models/{name}/unload", routes.unload_model, post, Access.ADMIN),
         ("/predict", routes.predict, post, Access.INFER),
+        # TF Serving / KServe v1 (docs/v1-protocol.md). ":predict" routes before the others:
+        # a model name never holds "/", but the status route's {name} would take "add:predict".
+        ("/v1/models/{name}:predict", routes.v1_predict, post, Access.INFER),
+        ("/v1/models/{name}/versions/{version}:predict", routes.v1_predict, post, Access.INFER),
+        ("/v1/models/{name}:{verb}", routes.v1_unsupported, post, Access.INFER),
+        ("/v1/models/{name}/versions/{version}:{verb}", routes.v1_unsupported, post, Access.INFER),
+        ("/v1/models", routes.v1_models, get, Access.INFER),
+        ("/v1/models/{name}", routes.v1_model_status, get, Access.INFER),
+        ("/v1/models/{name}/versions/{version}", routes.v1_model_status, get, Access.INFER),
+        ("/v1/models/{name}/metadata", routes.v1_model_metadata, get, Access.INFER),
+        (
+            "/v1/models/{name}/versions/{version}/metadata",
+            routes.v1_model_metadata,
+            get,
+            Access.INFER,
+        ),
         ("/metrics", routes.metrics, get, Access.METRICS),
         ("/openapi.json", routes.openapi, get, Access.PUBLIC),
     ]
@@ -145,4 +161,5 @@ def create_rest_app(
     app.state.metrics = metrics
     app.state.policy = policy
     app.state.body_budget = budget
+    app.state.decode_executor = decode_executor  # v1 predict parses large bodies there
     return app

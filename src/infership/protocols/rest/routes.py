@@ -1,12 +1,15 @@
 """REST endpoints: parse the request, call the data plane, encode the answer. Nothing else.
 
-The infer route, the hottest, is plain ASGI in ``infer.py``."""
+The infer route, the hottest, is plain ASGI in ``infer.py``; the v1 (TF Serving / KServe v1)
+bodies are translated by ``v1.py``."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,8 +26,9 @@ from infership.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from infership.protocols.rest import v1
 from infership.protocols.rest.body import BodyBudget, content_length, read_body
-from infership.protocols.rest.codec import encode_json
+from infership.protocols.rest.codec import encode_json, is_identity
 from infership.protocols.rest.openapi import OPENAPI
 from infership.settings import ServerSettings
 
@@ -282,6 +286,70 @@ async def _repository_request(request: Request, keys: set[str]) -> dict[str, Any
         shown = ", ".join(repr(key[:40]) for key in unknown[:5])
         raise InvalidRequest(f"unknown key(s) {shown} in the request body; known: {sorted(keys)}")
     return doc
+
+
+# --- the v1 protocol (TF Serving / KServe v1) ----------------------------------------------
+
+V1_INLINE_DECODE_BYTES = 256 * 1024
+"""v1 bodies this large or larger are parsed in the decode thread, as ``infer.py`` does."""
+
+
+async def v1_models(request: Request) -> Response:
+    """KServe v1's model list: ``{"models": [...]}``."""
+    return json_response({"models": _plane(request).registry.names()})
+
+
+async def v1_model_status(request: Request) -> Response:
+    """TF Serving's model status, with KServe v1's ``name`` and ``ready`` beside it."""
+    index = _plane(request).repository_index()
+    return json_response(v1.model_status(request.path_params["name"], _version(request), index))
+
+
+async def v1_model_metadata(request: Request) -> Response:
+    """TF Serving's model metadata: the public signature as ``serving_default``."""
+    metadata = _plane(request).model_metadata(request.path_params["name"], _version(request))
+    return json_response(v1.model_metadata(metadata, _version(request)))
+
+
+async def v1_predict(request: Request) -> Response:
+    """``:predict`` with ``instances`` or ``inputs``, through the same admission, body budget,
+    batching and metrics as ``/infer``."""
+    plane = _plane(request)
+    name, version = request.path_params["name"], _version(request)
+    plane.admit(name, version)
+    inputs = v1.signature(plane.model_metadata(name, version))
+    encoding = request.headers.get("content-encoding")
+    if not is_identity(encoding):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not supported on v1 predict; send the JSON as is"
+        )
+    reading = _budget(request).read(
+        request.receive,
+        _settings(request).http.max_body_bytes,
+        content_length(request.headers.get("content-length")),
+    )
+    async with reading as body:
+        request._body = body  # the stream is read: nothing to discard before a close
+        decode = functools.partial(v1.decode_predict, body, inputs)
+        if len(body) < V1_INLINE_DECODE_BYTES:
+            prediction = decode()
+        else:
+            executor: Executor | None = request.app.state.decode_executor
+            prediction = await asyncio.get_running_loop().run_in_executor(executor, decode)
+        del body, decode  # a JSON body is several times its tensor: free it first
+    result = await until_disconnected(
+        request.receive, plane.infer(name, version, prediction.request)
+    )
+    return Response(v1.encode_predict(result, prediction.format), media_type=JSON)
+
+
+async def v1_unsupported(request: Request) -> Response:
+    """TF Serving's ``:classify`` and ``:regress`` and KServe's ``:explain``: not served."""
+    verb = request.path_params["verb"][:40]
+    raise InvalidRequest(
+        f"the v1 protocol here serves only ':predict', not {':' + verb!r} (classify and regress"
+        " take tf.Example inputs, which no model here has)"
+    )
 
 
 async def metrics(request: Request) -> Response:
