@@ -107,6 +107,26 @@ def _model_paths(suffix: str, op: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _v1_paths(suffix: str, op: dict[str, Any]) -> dict[str, Any]:
+    """The v1 protocol's model paths: latest version and ``/versions/{version}``."""
+
+    def with_params(params: list[dict[str, Any]]) -> dict[str, Any]:
+        return {m: {**o, "parameters": params} for m, o in op.items()}
+
+    return {
+        f"/v1/models/{{name}}{suffix}": with_params([_NAME]),
+        f"/v1/models/{{name}}/versions/{{version}}{suffix}": with_params([_NAME, _VERSION]),
+    }
+
+
+_V1_PREDICT_BODY = {
+    "required": True,
+    "description": "TF Serving's predict request: rows (instances) or columns (inputs), values "
+    'converted to the model\'s input datatypes; binary values as {"b64": "<base64>"}',
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V1Predict"}}},
+}
+_ANY_JSON_BUT_NULL = {"type": ["array", "object", "string", "number", "boolean"]}
+
 _INFER_HEADERS = [
     {
         "name": "Inference-Header-Content-Length",
@@ -212,7 +232,8 @@ OPENAPI: dict[str, Any] = {
         "title": "infership",
         "version": __version__,
         "description": "Open Inference Protocol (KServe v2) over REST, with the binary tensor "
-        "extension, plus image uploads and Prometheus metrics. Errors are "
+        "extension, the TF Serving / KServe v1 protocol, image uploads and Prometheus metrics. "
+        "Errors are "
         '{"error": "<what went wrong>"} with Content-Type application/json.',
     },
     "security": [{}, {"bearer": []}],
@@ -275,6 +296,33 @@ OPENAPI: dict[str, Any] = {
             "post",
             _UPLOAD_BODY,
             parameters=[_TOP_K],
+        ),
+        "/v1/models": _op("Models served (KServe v1)", _json(_ref("V1Models")), ()),
+        **_v1_paths(
+            "",
+            _op(
+                "Model status (TF Serving), with KServe v1's name and ready",
+                _json(_ref("V1ModelStatus")),
+                (404,),
+            ),
+        ),
+        **_v1_paths(
+            "/metadata",
+            _op(
+                "Model metadata (TF Serving): the public signature as serving_default",
+                _json(_ref("V1ModelMetadata")),
+                (404, 503),
+            ),
+        ),
+        **_v1_paths(
+            ":predict",
+            _op(
+                "Inference, TF Serving / KServe v1 (instances or inputs)",
+                _json(_ref("V1Prediction")),
+                (404, 413, 415, 500, 504),
+                "post",
+                _V1_PREDICT_BODY,
+            ),
         ),
         "/v2/repository/index": _op(
             "Models in the repository and their state",
@@ -442,6 +490,77 @@ OPENAPI: dict[str, Any] = {
                     "version": {"type": "string"},
                     "state": {"type": "string", "enum": ["LOADING", "READY", "UNAVAILABLE"]},
                     "reason": {"type": "string"},
+                },
+            },
+            "V1Predict": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "signature_name": {"enum": ["serving_default", ""]},
+                    "instances": {"type": "array", "minItems": 1},
+                    "inputs": _ANY_JSON_BUT_NULL,
+                },
+                "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+            },
+            "V1Prediction": {
+                "type": "object",
+                "description": "predictions for instances (a list, one element per row), "
+                "outputs for inputs; one output unnamed, several keyed by output name",
+                "oneOf": [
+                    {"required": ["predictions"], "properties": {"predictions": {}}},
+                    {"required": ["outputs"], "properties": {"outputs": {}}},
+                ],
+            },
+            "V1Models": {
+                "type": "object",
+                "required": ["models"],
+                "properties": {"models": {"type": "array", "items": {"type": "string"}}},
+            },
+            "V1ModelStatus": {
+                "type": "object",
+                "required": ["name", "ready", "model_version_status"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "ready": {"type": "boolean"},
+                    "model_version_status": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["state", "status"],
+                            "properties": {
+                                "version": {"type": "string"},
+                                "state": {"enum": ["AVAILABLE", "LOADING", "END"]},
+                                "status": {
+                                    "type": "object",
+                                    "required": ["error_code", "error_message"],
+                                    "properties": {
+                                        "error_code": {"enum": ["OK", "UNKNOWN"]},
+                                        "error_message": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "V1ModelMetadata": {
+                "type": "object",
+                "required": ["model_spec", "metadata"],
+                "properties": {
+                    "model_spec": {
+                        "type": "object",
+                        "required": ["name", "signature_name", "version"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "signature_name": {"type": "string"},
+                            "version": {"type": "string"},
+                        },
+                    },
+                    "metadata": {
+                        "type": "object",
+                        "required": ["signature_def"],
+                        "properties": {"signature_def": {"type": "object"}},
+                    },
                 },
             },
             "LoadAnswer": {
