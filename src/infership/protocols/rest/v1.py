@@ -135,7 +135,7 @@ def _rows(instances: Any, specs: dict[str, TensorSpec]) -> dict[str, Array]:
         raise InvalidRequest("'instances' must be a non-empty list, one element per row")
     if not _named(instances[0]):
         spec = _only_input(specs, "instances")
-        return {spec.name: _tensor(spec, instances, f"instances (input {spec.name!r})")}
+        return {spec.name: _tensor(spec, instances, "instances")}
     names = list(instances[0])
     _check_names(names, specs, "instances[0]")
     for i, row in enumerate(instances):
@@ -145,8 +145,7 @@ def _rows(instances: Any, specs: dict[str, TensorSpec]) -> dict[str, Array]:
                 f" ({', '.join(map(repr, names))})"
             )
     return {
-        name: _tensor(specs[name], [row[name] for row in instances], f"instances' {name!r}")
-        for name in names
+        name: _tensor(specs[name], [row[name] for row in instances], "instances") for name in names
     }
 
 
@@ -154,11 +153,11 @@ def _columns(columns: Any, specs: dict[str, TensorSpec]) -> dict[str, Array]:
     """``inputs``: the only input's tensor, or an object of every input's tensor."""
     if not _named(columns):
         spec = _only_input(specs, "inputs")
-        return {spec.name: _tensor(spec, columns, f"inputs (input {spec.name!r})")}
+        return {spec.name: _tensor(spec, columns, "inputs")}
     if not columns:
         raise InvalidRequest("'inputs' is an empty object; name the inputs it holds")
     _check_names(list(columns), specs, "inputs")
-    return {name: _tensor(specs[name], value, f"inputs.{name}") for name, value in columns.items()}
+    return {name: _tensor(specs[name], value, "inputs") for name, value in columns.items()}
 
 
 def _named(value: Any) -> bool:
@@ -194,9 +193,10 @@ def _check_names(names: list[str], specs: dict[str, TensorSpec], where: str) -> 
             )
 
 
-def _tensor(spec: TensorSpec, value: Any, where: str) -> Array:
+def _tensor(spec: TensorSpec, value: Any, key: Format) -> Array:
     """``value`` (a nested list, or a scalar) as a tensor of ``spec``'s datatype; the shape is
     the nesting's. The model checks the shape against its own afterwards."""
+    where = f"{key}: input {spec.name!r}"
     shape = _shape_of(value, where)
     data = value if isinstance(value, list) else [value]
     if spec.datatype == "BYTES":
@@ -206,7 +206,7 @@ def _tensor(spec: TensorSpec, value: Any, where: str) -> Array:
     try:
         return tensor_from_list(spec.name, spec.datatype, shape, data)
     except InvalidRequest as exc:
-        raise InvalidRequest(f"{where}: {exc.message}") from None
+        raise InvalidRequest(f"{key}: {exc.message}") from None
 
 
 def _shape_of(value: Any, where: str) -> list[int]:
@@ -241,7 +241,9 @@ def _leaves(data: list[Any], shape: list[int], where: str) -> list[Any]:
             out.append(node)
             continue
         if not isinstance(node, list) or len(node) != shape[depth]:
-            raise InvalidRequest(f"{where}: ragged nesting; the first row's shape is {shape}")
+            raise InvalidRequest(
+                f"{where}: ragged nesting (its first elements give the shape {shape})"
+            )
         stack.extend((child, depth + 1) for child in reversed(node))
     return out
 
@@ -256,9 +258,14 @@ def _bytes(value: Any, where: str) -> bytes | str:
     text = value["b64"]
     if not isinstance(text, str):
         raise InvalidRequest(f"{where}: a b64 value must be a string, got {_kind(text)}")
-    altchars = b"-_" if "-" in text or "_" in text else None  # the URL-safe alphabet
+    # Lenient where nothing is ambiguous: the URL-safe alphabet, padding left out, and the
+    # line breaks of `base64` without -w0.
+    text = text.replace("\n", "").replace("\r", "")
+    altchars = b"-_" if "-" in text or "_" in text else None
+    if "=" not in text:
+        text += "=" * (-len(text) % 4)
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars, validate=True)
+        return base64.b64decode(text, altchars, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest(f"{where}: a b64 value is not valid base64") from None
 
