@@ -203,6 +203,14 @@ def test_requests_the_single_input_model_cannot_take_are_refused(doc: Any, says:
         ({"inputs": {"tag": [{"b64": "Q"}]}}, "not valid base64"),
         ({"inputs": {"tag": [{"b64": "QUJD QUJD"}]}}, "not valid base64"),
         ({"inputs": {"tag": [{"b64": "QQ==", "x": 1}]}}, "BYTES values must be strings or"),
+        (
+            b'{"inputs": {"tag": ["a", ' + b"[" * 900 + b'"b"' + b"]" * 900 + b"]}}",
+            "a list where a value should be",
+        ),
+        (
+            b'{"inputs": {"signal": [[1], ' + b"[" * 900 + b"2" + b"]" * 900 + b"]}}",
+            "ragged",
+        ),
         ({"inputs": {"tag": [{"B64": "QQ=="}]}}, "BYTES values must be strings or"),
     ],
 )
@@ -334,6 +342,7 @@ def test_model_status_is_tf_servings_with_kserves_name_and_ready() -> None:
             }
         ],
     }
+    assert v1.model_status("add", "002", INDEX) == v1.model_status("add", "2", INDEX)
     assert len(v1.model_status("add", None, INDEX)["model_version_status"]) == 2
     broken = v1.model_status("broken", None, INDEX)
     assert broken["ready"] is False
@@ -365,7 +374,7 @@ def test_model_metadata_is_a_serving_default_signature_with_tf_datatypes() -> No
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 16]}],
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}],
     }
-    doc = v1.model_metadata(metadata, None)
+    doc = v1.model_metadata(metadata)
     assert doc["model_spec"] == {"name": "add", "signature_name": "", "version": "10"}
     signature = doc["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert signature["inputs"]["x"] == {
@@ -375,4 +384,5 @@ def test_model_metadata_is_a_serving_default_signature_with_tf_datatypes() -> No
     }
     assert signature["outputs"]["label"]["dtype"] == "DT_STRING"
     assert signature["method_name"] == "tensorflow/serving/predict"
-    assert v1.model_metadata(metadata, "2")["model_spec"]["version"] == "2"
+    one = {**metadata, "versions": ["2"]}  # DataPlane.model_metadata of version 2
+    assert v1.model_metadata(one)["model_spec"]["version"] == "2"

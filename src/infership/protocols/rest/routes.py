@@ -308,7 +308,7 @@ async def v1_model_status(request: Request) -> Response:
 async def v1_model_metadata(request: Request) -> Response:
     """TF Serving's model metadata: the public signature as ``serving_default``."""
     metadata = _plane(request).model_metadata(request.path_params["name"], _version(request))
-    return json_response(v1.model_metadata(metadata, _version(request)))
+    return json_response(v1.model_metadata(metadata))
 
 
 async def v1_predict(request: Request) -> Response:

@@ -350,7 +350,9 @@ def model_status(name: str, version: str | None, index: list[dict[str, Any]]) ->
     if not entries:
         raise ModelNotFound(f"unknown model {name!r}")
     if version is not None:
-        entries = [entry for entry in entries if entry.get("version") == version]
+        # As the registry reads it: "01" is version 1.
+        number = (version.lstrip("0") or "0") if version.isascii() and version.isdigit() else None
+        entries = [entry for entry in entries if entry.get("version") == number]
         if not entries:
             shown = version if len(version) <= 20 else version[:20] + "..."
             raise VersionNotFound(f"model {name!r} has no version {shown!r}")
@@ -376,10 +378,10 @@ def _version_status(entry: dict[str, Any]) -> dict[str, Any]:
     return status
 
 
-def model_metadata(metadata: dict[str, Any], version: str | None) -> dict[str, Any]:
+def model_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """TF Serving's GetModelMetadataResponse for ``DataPlane.model_metadata``'s answer: one
     signature, ``serving_default``, with TF datatype names and ``-1`` for any size."""
-    served = version or max(metadata["versions"], key=int)
+    served = max(metadata["versions"], key=int)  # one version when one was asked for
     signature_def = {
         "inputs": {spec["name"]: _tensor_info(spec) for spec in metadata["inputs"]},
         "outputs": {spec["name"]: _tensor_info(spec) for spec in metadata["outputs"]},
