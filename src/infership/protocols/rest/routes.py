@@ -290,8 +290,10 @@ async def _repository_request(request: Request, keys: set[str]) -> dict[str, Any
 
 # --- the v1 protocol (TF Serving / KServe v1) ----------------------------------------------
 
-V1_INLINE_DECODE_BYTES = 256 * 1024
-"""v1 bodies this large or larger are parsed in the decode thread, as ``infer.py`` does."""
+V1_INLINE_DECODE_BYTES = 64 * 1024
+"""v1 bodies this large or larger are parsed in the decode thread, as ``infer.py`` does with
+bodies four times larger: a v1 body is read value by value against the signature (b64, rows of
+objects), up to twice v2's time per byte, and the event loop must not spend over ~25 ms."""
 
 
 async def v1_models(request: Request) -> Response:

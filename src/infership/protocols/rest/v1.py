@@ -200,7 +200,7 @@ def _tensor(spec: TensorSpec, value: Any, key: Format) -> Array:
     shape = _shape_of(value, where)
     data = value if isinstance(value, list) else [value]
     if spec.datatype == "BYTES":
-        data = [_bytes(leaf, where) for leaf in _leaves(data, shape, where)]
+        data = [v if type(v) is str else _bytes(v, where) for v in _leaves(data, shape, where)]
     elif any(_is_b64(leaf) for leaf in _first_leaves(data)):
         raise InvalidRequest(f"{where}: b64 values are for BYTES inputs; this is {spec.datatype}")
     try:
@@ -231,21 +231,18 @@ def _first_leaves(data: list[Any]) -> list[Any]:
 
 def _leaves(data: list[Any], shape: list[int], where: str) -> list[Any]:
     """The scalars of ``data`` in row-major order, if it is a regular nesting of ``shape``."""
-    out: list[Any] = []
-    stack: list[tuple[Any, int]] = [(data, 0)] if shape else [(data[0], 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth == len(shape):
-            if isinstance(node, list):
-                raise InvalidRequest(f"{where}: ragged nesting (a list where a value should be)")
-            out.append(node)
-            continue
-        if not isinstance(node, list) or len(node) != shape[depth]:
+    # Level by level: each level is the previous one's children, in order (so row-major),
+    # in list comprehensions rather than a Python step per element.
+    level: list[Any] = [data] if shape else data  # a scalar arrives as [value]
+    for size in shape:
+        if any(type(node) is not list or len(node) != size for node in level):
             raise InvalidRequest(
                 f"{where}: ragged nesting (its first elements give the shape {shape})"
             )
-        stack.extend((child, depth + 1) for child in reversed(node))
-    return out
+        level = [child for node in level for child in node]
+    if any(type(leaf) is list for leaf in level):
+        raise InvalidRequest(f"{where}: ragged nesting (a list where a value should be)")
+    return level
 
 
 def _bytes(value: Any, where: str) -> bytes | str:
