@@ -357,6 +357,7 @@ async def test_a_b64_jpeg_is_classified_as_an_upload_is(
 async def test_several_images_in_rows_or_columns(
     client: httpx.AsyncClient, chelsea: bytes, coffee: bytes, body: Any
 ) -> None:
+    # Over 64 KiB of JSON: parsed in the decode thread (one image alone is parsed inline).
     response = await client.post(
         f"/v1/models/{EXAMPLE}/versions/1:predict", json=body(b64(chelsea), b64(coffee))
     )
