@@ -1,4 +1,5 @@
-"""DecodeGuard on a tiny grpc.aio server with one method of each kind, over a loopback socket."""
+"""guarded() registration and DecodeGuard on a tiny grpc.aio server with one method of each
+kind, over a loopback socket."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 
-from infership.protocols.grpc.decoding import DecodeGuard
+from infership.protocols.grpc.decoding import DecodeGuard, guarded
+from infership.protocols.grpc.generated import health_pb2
 
 Request = health_pb2.HealthCheckRequest
 Response = health_pb2.HealthCheckResponse
@@ -56,10 +57,21 @@ HANDLERS = {
 }
 
 
-@pytest.fixture
-async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = grpc.aio.server(interceptors=[DecodeGuard()])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", HANDLERS),))
+@pytest.fixture(params=["registered", "generic", "interceptor"])
+async def channel(request: pytest.FixtureRequest) -> AsyncIterator[grpc.aio.Channel]:
+    """A server whose handlers are guarded at registration (as generated code registers them:
+    registered methods or a generic handler), or by the interceptor."""
+    generic = grpc.method_handlers_generic_handler("t.S", HANDLERS)
+    if request.param == "interceptor":
+        server = grpc.aio.server(interceptors=[DecodeGuard()])
+        server.add_generic_rpc_handlers((generic,))
+    else:
+        server = grpc.aio.server()
+        registrar = guarded(server)
+        if request.param == "registered":
+            registrar.add_registered_method_handlers("t.S", HANDLERS)
+        else:
+            registrar.add_generic_rpc_handlers((generic,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

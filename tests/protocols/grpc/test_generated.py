@@ -22,6 +22,9 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
         "grpc_service_pb2.py",
         "grpc_service_pb2.pyi",
         "grpc_service_pb2_grpc.py",
+        "health_pb2.py",
+        "health_pb2.pyi",
+        "health_pb2_grpc.py",
     ]
     checked_in = ROOT / "src" / script.PACKAGE
     for path in fresh:

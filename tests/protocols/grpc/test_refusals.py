@@ -15,13 +15,13 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLE, RunningServer
 from infership.protocols.grpc._pb import SERVICE, pb
 from infership.protocols.grpc.errors import MAX_DETAILS_BYTES
+from infership.protocols.grpc.generated import health_pb2, health_pb2_grpc
 from infership.protocols.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 
 pytestmark = pytest.mark.e2e

@@ -10,10 +10,10 @@ import time
 import grpc
 import httpx
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import free_port, start_server, stop_server
 from infership.protocols.grpc._pb import pb
+from infership.protocols.grpc.generated import health_pb2, health_pb2_grpc
 from infership.protocols.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 
 pytestmark = pytest.mark.e2e

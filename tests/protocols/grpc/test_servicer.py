@@ -9,13 +9,13 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import EXAMPLE, reference_preprocess
 from infership.app import Application
 from infership.dataplane import DataPlane
 from infership.metrics import Metrics
 from infership.protocols.grpc._pb import SERVICE, pb
+from infership.protocols.grpc.generated import health_pb2, health_pb2_grpc
 from infership.protocols.grpc.generated.grpc_service_pb2_grpc import GRPCInferenceServiceStub
 from infership.protocols.grpc.server import GrpcServer
 from infership.settings import ServerSettings

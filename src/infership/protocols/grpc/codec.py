@@ -17,7 +17,13 @@ import numpy as np
 from infership.errors import InvalidRequest
 from infership.parameters import timeout_us
 from infership.protocols.grpc._pb import pb
-from infership.tensors import check_shape, tensor_from_raw, tensor_to_raw
+from infership.tensors import (
+    MAX_ELEMENTS,
+    MAX_RANK,
+    check_shape,
+    tensor_from_raw,
+    tensor_to_raw,
+)
 from infership.types import (
     DATATYPES,
     Array,
@@ -56,39 +62,45 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferenceRequest:
     >>> decode_infer_request(m).inputs["x"]
     array([7], dtype=uint8)
     """
-    if not message.inputs:
+    tensors = message.inputs
+    if not tensors:
         raise InvalidRequest("inputs must hold at least one tensor")
-    raw = list(message.raw_input_contents)
-    wants_raw = sum(1 for tensor in message.inputs if not tensor.HasField("contents"))
-    if raw and len(raw) != wants_raw:
-        raise InvalidRequest(
-            f"raw_input_contents has {len(raw)} entries but {wants_raw} inputs have no typed"
-            " contents; send one raw entry per such input, in input order"
-        )
+    # Each attribute read of a protobuf message builds a Python object: read each field once.
+    raw = message.raw_input_contents
+    if raw:
+        wants_raw = sum(not tensor.HasField("contents") for tensor in tensors)
+        if len(raw) != wants_raw:
+            raise InvalidRequest(
+                f"raw_input_contents has {len(raw)} entries but {wants_raw} inputs have no typed"
+                " contents; send one raw entry per such input, in input order"
+            )
     inputs: dict[str, Array] = {}
     input_parameters: dict[str, dict[str, Parameter]] = {}
-    next_raw = iter(raw)
-    for tensor in message.inputs:
+    next_raw = 0
+    for tensor in tensors:
         name = tensor.name
         if name in inputs:
             raise InvalidRequest(f"duplicate input names: {name!r}")
         datatype = _datatype(name, tensor.datatype)
-        shape = list(tensor.shape)
         if tensor.HasField("contents"):
-            inputs[name] = _from_contents(name, datatype, shape, tensor.contents)
+            inputs[name] = _from_contents(name, datatype, tensor.shape, tensor.contents)
         elif raw:
-            inputs[name] = tensor_from_raw(name, datatype, shape, next(next_raw))
+            inputs[name] = tensor_from_raw(name, datatype, _dims(name, tensor.shape), raw[next_raw])
+            next_raw += 1
         else:
             raise InvalidRequest(
                 f"input {name!r} has no data; set its contents or send raw_input_contents"
             )
-        if tensor.parameters:
-            input_parameters[name] = decode_parameters(tensor.parameters)
+        parameters = tensor.parameters
+        if parameters:
+            input_parameters[name] = decode_parameters(parameters)
+    outputs = message.outputs
+    parameters = message.parameters
     return InferenceRequest(
         inputs=inputs,
-        outputs=_requested_outputs(message.outputs),
+        outputs=_requested_outputs(outputs) if outputs else None,
         id=message.id or None,
-        parameters=decode_parameters(message.parameters),
+        parameters=decode_parameters(parameters) if parameters else {},
         input_parameters=input_parameters,
     )
 
@@ -161,6 +173,17 @@ def timeout_parameter(
     return from_deadline
 
 
+def _dims(name: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` (a repeated int64) checked as :func:`check_shape` checks it. Its elements are
+    ints already, so a shape of positive dimensions needs only its rank and product checked;
+    anything else (zeros, negatives) goes through ``check_shape`` for its exact refusal."""
+    dims = tuple(shape)
+    # Rank first: the product of at most MAX_RANK int64s is quick to make.
+    if 0 < len(dims) <= MAX_RANK and min(dims) > 0 and math.prod(dims) <= MAX_ELEMENTS:
+        return dims
+    return check_shape(name, list(dims))
+
+
 def _datatype(name: str, datatype: str) -> str:
     if datatype in DATATYPES:
         return datatype
@@ -212,7 +235,12 @@ def _requested_outputs(
 ) -> tuple[RequestedOutput, ...] | None:
     if not outputs:
         return None
-    requested = tuple(RequestedOutput(o.name, decode_parameters(o.parameters)) for o in outputs)
+    requested = tuple(
+        RequestedOutput(
+            o.name, decode_parameters(parameters) if (parameters := o.parameters) else {}
+        )
+        for o in outputs
+    )
     names = [o.name for o in requested]
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -8,13 +8,12 @@ from __future__ import annotations
 import logging
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
 
 from infership.auth.policy import AccessPolicy
 from infership.dataplane import DataPlane
 from infership.errors import ConfigError
-from infership.protocols.grpc._pb import add_servicer
-from infership.protocols.grpc.decoding import DecodeGuard
+from infership.protocols.grpc._pb import add_health, add_servicer
+from infership.protocols.grpc.decoding import guarded
 from infership.protocols.grpc.health import HealthServicer
 from infership.protocols.grpc.servicer import InferenceServicer
 from infership.settings import ServerSettings, TlsSettings
@@ -47,7 +46,6 @@ class GrpcServer:
         """Bind ``grpc.host:grpc.port`` and start serving. Raises ConfigError if it cannot bind."""
         limit = self.settings.grpc.max_message_bytes
         server = grpc.aio.server(
-            interceptors=[DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -55,8 +53,10 @@ class GrpcServer:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ],
         )
-        add_servicer(InferenceServicer(self.dataplane, self.policy), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # Registered through guarded(): a request that does not decode is INVALID_ARGUMENT.
+        registrar = guarded(server)
+        add_servicer(InferenceServicer(self.dataplane, self.policy), registrar)
+        add_health(self.health, registrar)
         host = f"[{self.host}]" if ":" in self.host else self.host
         address = f"{host}:{self.settings.grpc.port}"
         try:
