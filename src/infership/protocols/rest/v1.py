@@ -245,9 +245,8 @@ def _leaves(data: list[Any], shape: list[int], where: str) -> list[Any]:
     return level
 
 
-def _bytes(value: Any, where: str) -> bytes | str:
-    if isinstance(value, str):
-        return value  # tensor_from_list encodes it as UTF-8
+def _bytes(value: Any, where: str) -> bytes:
+    """A BYTES value other than a string (which tensor_from_list encodes as UTF-8): b64."""
     if not _is_b64(value):
         raise InvalidRequest(
             f'{where}: BYTES values must be strings or {{"b64": "<base64>"}}, got {_kind(value)}'
