@@ -398,6 +398,7 @@ OPENAPI: dict[str, Any] = {
                 "required": ["name", "models", "ready", "docs"],
                 "properties": {
                     "name": {"type": "string"},
+                    "status": {"const": "alive"},
                     "models": {"type": "array", "items": {"type": "string"}},
                     "ready": {"type": "boolean"},
                     "docs": {"type": "object", "additionalProperties": {"type": "string"}},

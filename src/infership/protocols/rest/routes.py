@@ -371,6 +371,7 @@ async def index(request: Request) -> Response:
     return json_response(
         {
             "name": "infership",
+            "status": "alive",  # what KServe's v1 liveness check (GET /) reads
             "models": plane.registry.names(),
             "ready": plane.ready,
             "docs": {"openapi": "/openapi.json", "metrics": "/metrics", "predict": "/predict"},
