@@ -151,7 +151,11 @@ def test_bodies_that_are_not_a_json_object_are_refused(body: bytes, says: str) -
         ({"instance": [[0] * 16]}, "unknown key(s) 'instance'"),
         ({"instances": [[0] * 16], "outputs": ["y"]}, "unknown key(s) 'outputs'"),
         ({"signature_name": "predict_images", "instances": [[0] * 16]}, "unknown signature_name"),
-        ({"signature_name": 3, "instances": [[0] * 16]}, "unknown signature_name 3"),
+        ({"signature_name": 3, "instances": [[0] * 16]}, "unknown signature_name a number"),
+        (
+            b'{"signature_name": ' + b"[" * 1000 + b"]" * 1000 + b', "instances": [[0]]}',
+            "unknown signature_name an array",
+        ),
         ({"instances": []}, "non-empty list"),
         ({"instances": {"x": [[0] * 16]}}, "non-empty list"),
         ({"instances": 5}, "non-empty list"),

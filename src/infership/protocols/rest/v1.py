@@ -122,7 +122,7 @@ def _load(body: bytes) -> Any:
 def _check_signature(name: Any) -> None:
     if name is None or name in SIGNATURES:
         return
-    shown = json.dumps(name)[:60]
+    shown = repr(name[:60]) if isinstance(name, str) else _kind(name)  # never a deep dump
     raise InvalidRequest(
         f"unknown signature_name {shown}; models here have one signature, 'serving_default'"
     )
