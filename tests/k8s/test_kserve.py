@@ -17,7 +17,6 @@ from kubernetes import client
 
 from infership.app import EXAMPLE_REPOSITORY
 from infership.cli import main
-from infership.cli.k8s_options import spec_from_options
 from infership.k8s.kserve import kserve_objects
 from infership.k8s.manifests import build_objects
 from infership.k8s.render import render_stream
@@ -357,15 +356,26 @@ def test_the_stream_matches_its_golden_file() -> None:
     assert text == path.read_text(), "differs from tests/k8s/golden/kserve-stream.yaml"
 
 
-def test_the_cli_prints_the_objects_of_the_spec_its_options_make() -> None:
-    result = manifests("--kserve", "--namespace", "ml")
-    assert result.exit_code == 0, result.output
-    spec = spec_from_options(model_repo=EXAMPLE_REPOSITORY, image=IMAGE, namespace="ml")
-    assert result.output == render_stream(kserve_objects(spec, {"efficientnet-lite0": "onnx"}))
-    objects = list(yaml.safe_load_all(result.output))
+def test_the_cli_prints_the_kserve_flavour_of_the_deployment_it_would_print() -> None:
+    kserve = manifests("--kserve", "--namespace", "ml")
+    plain = manifests("--namespace", "ml")
+    assert kserve.exit_code == plain.exit_code == 0, kserve.output + plain.output
+    objects = list(yaml.safe_load_all(kserve.output))
     assert [o["kind"] for o in objects] == ["ServiceAccount", "ServingRuntime", "InferenceService"]
-    assert kserve_errors(objects[1], objects[2:]) == []
     assert all(schema_errors(o) == [] for o in objects[1:])
+    assert kserve_errors(objects[1], objects[2:]) == []
+    # The same options make the same pod, whichever the flavour.
+    deployment = one(list(yaml.safe_load_all(plain.output)), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [deployed] = pod["containers"]
+    runtime_container = container(objects)
+    for key in ("image", "resources", "securityContext", "startupProbe", "livenessProbe"):
+        assert runtime_container[key] == deployed[key], key
+    predictor = objects[2]["spec"]["predictor"]
+    assert predictor["securityContext"] == pod["securityContext"]
+    assert predictor["model"]["env"] == [
+        {"name": "INFERSHIP_MODELS", "value": '["efficientnet-lite0"]'}
+    ]
 
 
 def test_the_cli_reads_each_models_runtime_from_the_repository(tmp_path: Path) -> None:
