@@ -49,7 +49,6 @@ def targets(url: str, grpc_url: str) -> dict[str, Any]:
 
 def serve_floor(port: int) -> None:
     """A bare grpc.aio server: ModelInfer answers prepared bytes; nothing is decoded."""
-    import asyncio
 
     import grpc
     import uvloop
