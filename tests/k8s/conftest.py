@@ -2,15 +2,17 @@
 
 ``fake_apiserver`` runs ``FakeApiServer`` (tests/k8s/fakeapi.py) on its own event loop in a
 thread, since the official client is synchronous. ``Controller`` plays the Deployment
-controller over HTTP, like the real one would: it turns each new Deployment generation into a
+controller over HTTP, like the real one would: it turns each new Deployment template into a
 ReplicaSet with the next ``deployment.kubernetes.io/revision`` (reusing the ReplicaSet whose
-template matches, as a rollback does), creates its pods, writes the Deployment's status and,
-for images marked broken, leaves a pod in ImagePullBackOff with a Warning event.
+template matches, as a rollback does; a change of ``replicas`` alone keeps the revision),
+creates its pods, writes the Deployment's status and, for images marked broken, leaves a pod in
+ImagePullBackOff with a Warning event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -25,6 +27,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError
 
 from k8s.fakeapi import FakeApiServer
 
@@ -285,11 +288,17 @@ class Controller:
         others = [
             rs for rs in self.replica_sets(name) if not rs["metadata"]["name"].endswith(pod_hash)
         ]
-        revisions = [
-            int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+        revisions = {
+            rs["metadata"]["name"]: int(
+                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            )
             for rs in self.replica_sets(name)
-        ]
-        revision = max(revisions, default=0) + 1
+        }
+        current = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision")
+        if current is not None and revisions.get(f"{name}-{pod_hash}") == int(current):
+            revision = int(current)  # the same template, scaled: no new revision
+        else:
+            revision = max(revisions.values(), default=0) + 1
         rs_name = self._write_replica_set(deployment, template, revision, replicas)
         self._res("apps/v1", "Deployment").patch(
             body={
@@ -439,18 +448,20 @@ class Controller:
             if failing == "ImagePullBackOff"
             else ("BackOff", "Back-off restarting failed container")
         )
-        self._res("v1", "Event").create(
-            body={
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": f"{pod}.event", "namespace": self.namespace},
-                "type": "Warning",
-                "reason": reason,
-                "message": message,
-                "involvedObject": {"kind": "Pod", "name": pod, "namespace": self.namespace},
-            },
-            namespace=self.namespace,
-        )
+        # Already recorded when the previous pass saw the same template (a scale).
+        with contextlib.suppress(ConflictError):
+            self._res("v1", "Event").create(
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": f"{pod}.event", "namespace": self.namespace},
+                    "type": "Warning",
+                    "reason": reason,
+                    "message": message,
+                    "involvedObject": {"kind": "Pod", "name": pod, "namespace": self.namespace},
+                },
+                namespace=self.namespace,
+            )
 
 
 @pytest.fixture

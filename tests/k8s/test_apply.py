@@ -7,12 +7,9 @@ from typing import Any
 import pytest
 
 from infership.errors import DeployError
-from infership.k8s.apply import (
-    apply_objects,
-    delete_objects,
-    find_instance,
-    namespace_exists,
-)
+from infership.k8s.apply import apply_objects, delete_objects
+from infership.k8s.deploy import find_instance, namespace_exists
+from infership.k8s.kube import KubeCluster
 from k8s.conftest import NAMESPACE, FakeCluster
 
 LABELS = {"app.kubernetes.io/name": "infership", "app.kubernetes.io/instance": "clf"}
@@ -123,9 +120,9 @@ def test_a_kind_the_cluster_does_not_serve_fails_before_any_write(
 
 def test_namespace_exists_tells_present_from_missing(fake_apiserver: FakeCluster) -> None:
     with fake_apiserver.api() as api:
-        assert namespace_exists(api, NAMESPACE) is False
+        assert namespace_exists(KubeCluster(api), NAMESPACE) is False
         apply_objects(api, [namespace()])
-        assert namespace_exists(api, NAMESPACE) is True
+        assert namespace_exists(KubeCluster(api), NAMESPACE) is True
 
 
 def test_namespace_check_is_skipped_when_reading_namespaces_is_forbidden(
@@ -133,7 +130,7 @@ def test_namespace_check_is_skipped_when_reading_namespaces_is_forbidden(
 ) -> None:
     fake_apiserver.server.deny.add(("get", "namespaces"))
     with fake_apiserver.api() as api:
-        assert namespace_exists(api, NAMESPACE) is None
+        assert namespace_exists(KubeCluster(api), NAMESPACE) is None
 
 
 def test_forbidden_apply_names_the_verb_and_the_object(fake_apiserver: FakeCluster) -> None:
@@ -183,7 +180,7 @@ def test_find_instance_lists_only_objects_labelled_with_the_instance(
     }
     with fake_apiserver.api() as api:
         apply_objects(api, [namespace(), config_map(), other, deployment()])
-        found = find_instance(api, NAMESPACE, "clf")
+        found = find_instance(KubeCluster(api), NAMESPACE, "clf")
 
     assert [(o["kind"], o["metadata"]["name"]) for o in found] == [
         ("ConfigMap", "clf-config"),

@@ -19,8 +19,8 @@ from prometheus_client import generate_latest
 
 from infership.errors import CanaryFailed, DeployError
 from infership.k8s.analysis import CanaryThresholds
-from infership.k8s.apply import apply_objects
 from infership.k8s.canary import CanaryProgress, CanaryReport, run_canary
+from infership.k8s.kube import KubeCluster
 from infership.k8s.manifests import TRACK_LABEL, build_objects
 from infership.k8s.rollout import wait_for_rollout
 from infership.k8s.spec import DeploySpec
@@ -90,7 +90,7 @@ class Setup:
     cluster: FakeCluster
     controller: Controller
     metrics: PodMetrics
-    api: Any
+    kube: KubeCluster
 
     def spec(self, image: str, traffic: Traffic = "ingress") -> DeploySpec:
         return DeploySpec(
@@ -103,8 +103,8 @@ class Setup:
         )
 
     def deploy_stable(self, traffic: Traffic = "ingress") -> None:
-        apply_objects(self.api, build_objects(self.spec(STABLE_IMAGE, traffic)))
-        wait_for_rollout(self.api, NAMESPACE, "web", timeout_s=10, poll_s=0.05)
+        self.kube.apply(build_objects(self.spec(STABLE_IMAGE, traffic)))
+        wait_for_rollout(self.kube, NAMESPACE, "web", timeout_s=10, poll_s=0.05)
 
     def image_of(self, name: str) -> str | None:
         stored = self.cluster.stored("deployments", NAMESPACE, name)
@@ -132,7 +132,7 @@ class Setup:
             "rollout_timeout_s": 5.0,
             "rollout_poll_s": 0.05,
         }
-        return run_canary(self.api, spec, **{**options, **kwargs})
+        return run_canary(self.kube, spec, **{**options, **kwargs})
 
 
 @pytest.fixture
@@ -149,7 +149,7 @@ def setup(fake_apiserver: FakeCluster) -> Iterator[Setup]:
     controller = Controller(fake_apiserver).start()
     api = fake_apiserver.api()
     try:
-        yield Setup(fake_apiserver, controller, metrics, api)
+        yield Setup(fake_apiserver, controller, metrics, KubeCluster(api))
     finally:
         api.close()  # type: ignore[no-untyped-call]
         controller.stop()

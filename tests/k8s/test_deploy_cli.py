@@ -56,8 +56,16 @@ def test_deploy_applies_every_object_and_waits_for_the_rollout(
     patches = fake_apiserver.requests("PATCH")
     applied = [p for p in patches if p.headers["Content-Type"] == "application/apply-patch+yaml"]
     assert len(applied) >= 6
-    assert all(p.params == {"fieldManager": "infership", "force": "true"} for p in applied)
+    managers = [p.params.get("fieldManager") for p in applied]
+    assert all(p.params["force"] == "true" for p in applied)
+    # Everything as "infership" except the new Deployment's starting replica count, which
+    # goes to a manager of its own so that the autoscaler, not the next deploy, owns it.
+    assert managers.count("infership-initial-replicas") == 1
+    assert set(managers) == {"infership", "infership-initial-replicas"}
     assert fake_apiserver.deployed_image("clf") == V1
+    stored = fake_apiserver.stored("deployments", NAMESPACE, "clf")
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 2
 
 
 def test_deploy_refuses_a_missing_namespace_without_create_namespace(
@@ -184,7 +192,8 @@ def test_status_reports_failing_pods_and_json(
     assert info["rolled_out"] is False
     problems = [p for pod in info["pods"] for p in pod["problems"]]
     assert any("CrashLoopBackOff" in p for p in problems)
-    assert info["autoscaler"] is None
+    # Without --plan: an autoscaler from --replicas (2) to twice that.
+    assert (info["autoscaler"]["min"], info["autoscaler"]["max"]) == (2, 4)
     assert info["canary"] is None
 
 

@@ -21,8 +21,10 @@ from click.testing import CliRunner
 from infership.app import EXAMPLE_REPOSITORY
 from infership.cli import main
 from infership.errors import ConfigError, DeployError
-from infership.k8s.apply import apply_objects, find_instance
+from infership.k8s.apply import apply_objects
+from infership.k8s.deploy import find_instance
 from infership.k8s.discovery import discover
+from infership.k8s.kube import KubeCluster
 from infership.k8s.manifests import build_objects, compatibility_notes, pod_disruption_budget
 from infership.k8s.spec import Autoscaling, DeploySpec
 from infership.k8s.target import KubeTarget, parse_version
@@ -301,7 +303,9 @@ def test_deploy_status_and_delete_work_on_a_1_20_cluster(
     assert yaml.safe_load(status.stdout)["autoscaler"]["max"] == 4
 
     with fake_apiserver.api() as api:
-        found = {(o["apiVersion"], o["kind"]) for o in find_instance(api, NAMESPACE, "clf")}
+        found = {
+            (o["apiVersion"], o["kind"]) for o in find_instance(KubeCluster(api), NAMESPACE, "clf")
+        }
     assert {
         ("autoscaling/v2beta2", "HorizontalPodAutoscaler"),
         ("policy/v1beta1", "PodDisruptionBudget"),

@@ -323,10 +323,23 @@ def test_a_custom_metric_scales_on_a_per_pod_target_from_the_plan(
     }
 
 
-def test_without_a_plan_the_replica_count_is_fixed() -> None:
+def test_without_a_plan_an_autoscaler_keeps_the_replicas_and_may_double_them() -> None:
     objects = list(yaml.safe_load_all(manifests("--image", IMAGE, "--replicas", "3")))
-    assert one(objects, "Deployment")["spec"]["replicas"] == 3
-    assert by_kind(objects, "HorizontalPodAutoscaler") == []
+    hpa = one(objects, "HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 6)
+    [cpu] = hpa["metrics"]
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+    # A CPU utilisation target is a percentage of the request: the pod must have one.
+    assert server(objects)["resources"]["requests"]["cpu"] == "500m"
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+
+
+def test_the_default_stream_matches_its_golden_file() -> None:
+    # No plan and no options beyond the image: what a first `infership manifests` prints.
+    check_golden("stream-default.yaml", manifests("--image", IMAGE))
 
 
 def test_gpu_pods_ask_for_gpus_and_tolerate_gpu_nodes() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from infership.errors import DeployError, RolloutFailed
 from infership.k8s.apply import apply_objects
+from infership.k8s.kube import KubeCluster
 from infership.k8s.rollout import (
     RolloutStatus,
     evaluate,
@@ -27,7 +28,7 @@ FAST = {"poll_s": 0.05}
 def deploy(cluster: FakeCluster, image: str, *, timeout_s: float = 5.0) -> RolloutStatus:
     with cluster.api() as api:
         apply_objects(api, [namespace(), deployment(image)])
-        return wait_for_rollout(api, NAMESPACE, "clf", timeout_s=timeout_s, **FAST)
+        return wait_for_rollout(KubeCluster(api), NAMESPACE, "clf", timeout_s=timeout_s, **FAST)
 
 
 def test_wait_returns_once_every_replica_is_updated_and_available(
@@ -37,7 +38,7 @@ def test_wait_returns_once_every_replica_is_updated_and_available(
     with fake_apiserver.api() as api:
         apply_objects(api, [namespace(), deployment(V1)])
         status = wait_for_rollout(
-            api, NAMESPACE, "clf", timeout_s=5, on_progress=seen.append, **FAST
+            KubeCluster(api), NAMESPACE, "clf", timeout_s=5, on_progress=seen.append, **FAST
         )
 
     assert status.done
@@ -53,7 +54,7 @@ def test_wait_is_woken_by_the_watch_not_the_poll_interval(
     with fake_apiserver.api() as api:
         apply_objects(api, [namespace(), deployment(V1)])
         started = time.monotonic()
-        status = wait_for_rollout(api, NAMESPACE, "clf", timeout_s=20, poll_s=10)
+        status = wait_for_rollout(KubeCluster(api), NAMESPACE, "clf", timeout_s=20, poll_s=10)
 
     assert status.done
     assert time.monotonic() - started < 5  # a poll alone would have taken 10 s
@@ -107,9 +108,9 @@ def test_rollback_restores_the_previous_revision_after_a_failed_rollout(
         deploy(fake_apiserver, V2, timeout_s=0.3)
 
     with fake_apiserver.api() as api:
-        restored = rollback(api, NAMESPACE, "clf")
-        status = wait_for_rollout(api, NAMESPACE, "clf", timeout_s=5, **FAST)
-        history = revisions(api, NAMESPACE, "clf")
+        restored = rollback(KubeCluster(api), NAMESPACE, "clf")
+        status = wait_for_rollout(KubeCluster(api), NAMESPACE, "clf", timeout_s=5, **FAST)
+        history = revisions(KubeCluster(api), NAMESPACE, "clf")
 
     assert restored == 1
     assert status.done
@@ -136,12 +137,12 @@ def test_rollback_to_a_given_revision(fake_apiserver: FakeCluster, controller: C
         deploy(fake_apiserver, image)
 
     with fake_apiserver.api() as api:
-        assert rollback(api, NAMESPACE, "clf", to_revision=1) == 1
-        wait_for_rollout(api, NAMESPACE, "clf", timeout_s=5, **FAST)
+        assert rollback(KubeCluster(api), NAMESPACE, "clf", to_revision=1) == 1
+        wait_for_rollout(KubeCluster(api), NAMESPACE, "clf", timeout_s=5, **FAST)
         assert fake_apiserver.deployed_image("clf") == V1
 
         with pytest.raises(DeployError, match=r"has no revision 9 \(it has: 2, 3, 4\)"):
-            rollback(api, NAMESPACE, "clf", to_revision=9)
+            rollback(KubeCluster(api), NAMESPACE, "clf", to_revision=9)
 
 
 def test_rollback_of_a_first_revision_says_there_is_nothing_before_it(
@@ -149,12 +150,12 @@ def test_rollback_of_a_first_revision_says_there_is_nothing_before_it(
 ) -> None:
     deploy(fake_apiserver, V1)
     with fake_apiserver.api() as api, pytest.raises(DeployError, match="no revision before 1"):
-        rollback(api, NAMESPACE, "clf")
+        rollback(KubeCluster(api), NAMESPACE, "clf")
 
 
 def test_waiting_for_a_missing_deployment_names_it(fake_apiserver: FakeCluster) -> None:
     with fake_apiserver.api() as api, pytest.raises(DeployError, match="no Deployment clf in"):
-        wait_for_rollout(api, NAMESPACE, "clf", timeout_s=1, **FAST)
+        wait_for_rollout(KubeCluster(api), NAMESPACE, "clf", timeout_s=1, **FAST)
 
 
 def _deployment_with(

@@ -1,74 +1,40 @@
 """``infership deploy``, ``status``, ``rollback`` and ``delete``: a model image on a cluster.
 
-Each command is a thin shell over ``infership.k8s``: connect (``client.connect``), call one or
-two library functions, print. The cluster is chosen as kubectl chooses it (``--kubeconfig``,
-``$KUBECONFIG``, ``~/.kube/config``, in-cluster; ``--context``). The namespace is
-``--namespace`` when given, else the context's namespace when it names one, else the
-deployment's name (as ``infership manifests`` renders it).
+Each command parses its options, calls the library (``infership.k8s.deploy``, ``rollout``)
+once, and prints; the policy (apply, wait, roll back, canary) is the library's. The cluster is
+chosen as kubectl chooses it (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``,
+in-cluster; ``--context``). The namespace is ``--namespace`` when given, else the context's
+namespace when it names one, else the deployment's name (as ``infership manifests`` renders it).
 """
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from infership.cli.common import fail
-from infership.cli.k8s_options import spec_options
-from infership.errors import CanaryFailed, DeployError, RolloutFailed
+from infership.cli.k8s_options import (
+    canary_options,
+    cluster_options,
+    namespace_option,
+    rollout_options,
+    spec_options,
+)
+from infership.errors import CanaryFailed, DeployError
+from infership.k8s.deploy import Observer
 
 if TYPE_CHECKING:
-    from kubernetes import client
-
+    from infership.errors import RolloutFailed
     from infership.k8s.canary import CanaryProgress
-    from infership.k8s.client import Cluster
+    from infership.k8s.cluster import Obj
+    from infership.k8s.kube import KubeCluster
     from infership.k8s.rollout import RolloutStatus
     from infership.k8s.spec import DeploySpec
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-_DURATION = re.compile(
-    r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?"
-)
-
-
-class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only since click 8.2
-    """Seconds, written as kubectl does: ``90``, ``90s``, ``5m``, ``1m30s``, ``1h``."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, int | float):
-            return float(value)
-        match = _DURATION.fullmatch(str(value).strip())
-        if not str(value).strip() or match is None:
-            self.fail(f"{value!r} is not a duration such as 90s, 5m or 1m30s", param, ctx)
-        return sum(
-            float(match[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1))
-        )
-
-
-DURATION = Duration()
-
-
-def cluster_options(command: F) -> F:
-    """``--kubeconfig`` and ``--context``, as kubectl has them."""
-    command = click.option(
-        "--context", help="kubeconfig context to use [default: the current-context]."
-    )(command)
-    return click.option(
-        "--kubeconfig",
-        type=click.Path(dir_okay=False),
-        help="kubeconfig file [default: $KUBECONFIG, else ~/.kube/config, else in-cluster].",
-    )(command)
-
-
-def _connect(kubeconfig: str | None, context: str | None) -> Cluster:
+def _connect(kubeconfig: str | None, context: str | None) -> KubeCluster:
     try:
         from infership.k8s.client import connect
     except ImportError as exc:  # pragma: no cover - the extra is part of [dev]
@@ -78,9 +44,12 @@ def _connect(kubeconfig: str | None, context: str | None) -> Cluster:
             1,
         )
     try:
-        return connect(kubeconfig, context)
+        cluster = connect(kubeconfig, context)
     except DeployError as exc:
         fail(str(exc), 1)
+    for note in cluster.notes:
+        click.echo(f"warning: {note}", err=True)
+    return cluster
 
 
 class LiveLine:
@@ -109,25 +78,48 @@ class LiveLine:
             self.width = 0
 
 
-def _wait(
-    api: client.ApiClient, namespace: str, name: str, timeout_s: float, poll_s: float
-) -> RolloutStatus:
-    from infership.k8s.rollout import wait_for_rollout
+class _Printer(Observer):
+    """What ``deploy`` reports, printed: objects on stdout, progress and failures on stderr."""
 
-    live = LiveLine()
-    try:
-        return wait_for_rollout(
-            api, namespace, name, timeout_s=timeout_s, on_progress=live, poll_s=poll_s
+    def __init__(self, cluster: KubeCluster) -> None:
+        self.cluster = cluster
+        self.live = LiveLine()
+
+    def notes(self, notes: list[str]) -> None:
+        for note in notes:
+            click.echo(f"warning: {note}", err=True)
+
+    def applied(self, spec: DeploySpec, objects: list[Obj], *, dry_run: bool) -> None:
+        where = f"context {self.cluster.context}" if self.cluster.context else "in-cluster"
+        where += f", {spec.kubernetes.label}"
+        verb = "would apply (server dry run)" if dry_run else "applied"
+        click.echo(
+            f"{verb} {len(objects)} objects in namespace {spec.namespace} "
+            f"({where}, {self.cluster.server}):"
         )
-    finally:
-        live.end()
+        for obj in objects:
+            click.echo(f"  {obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+
+    def progress(self, status: RolloutStatus) -> None:
+        self.live(status)
+
+    def rollout_failed(self, error: RolloutFailed) -> None:
+        self.live.end()
+        click.echo(f"rollout failed: {error}", err=True)
+        for reason in error.reasons:
+            click.echo(f"  - {reason}", err=True)
+
+    def rolling_back(self, namespace: str, name: str, revision: int, images: str) -> None:
+        _rolling_back(namespace, name, revision, images, err=True)
+
+    def canary(self, progress: CanaryProgress) -> None:
+        click.echo(f"[{progress.elapsed_s:4.0f}s] {progress.phase}: {progress.message}", err=True)
 
 
-def _images(api: client.ApiClient, namespace: str, name: str) -> str:
-    from infership.k8s.rollout import read_deployment
-
-    template = read_deployment(api, namespace, name)["spec"]["template"]
-    return ", ".join(str(c.get("image")) for c in template["spec"]["containers"])
+def _rolling_back(namespace: str, name: str, revision: int, images: str, *, err: bool) -> None:
+    click.echo(
+        f"rolling back Deployment {namespace}/{name} to revision {revision} ({images})", err=err
+    )
 
 
 @click.command()
@@ -136,67 +128,22 @@ def _images(api: client.ApiClient, namespace: str, name: str) -> str:
 @click.option(
     "--create-namespace", is_flag=True, help="Create the namespace when it does not exist."
 )
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=DURATION,
-    default="5m",
-    show_default=True,
-    help="How long the rollout may take before it counts as failed.",
-)
+@rollout_options
 @click.option(
     "--dry-run", is_flag=True, help="Send everything as a server dry run; change nothing."
 )
 @click.option("--no-rollback", is_flag=True, help="On failure, leave the new revision in place.")
-@click.option(
-    "--canary",
-    "canary_percent",
-    type=click.IntRange(1, 99),
-    help="Run the image as a canary taking this percent of traffic, then promote or roll back.",
-)
-@click.option(
-    "--canary-window",
-    type=DURATION,
-    default="5m",
-    show_default=True,
-    help="How long the canary is watched.",
-)
-@click.option(
-    "--max-error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.01,
-    show_default=True,
-    help="Canary error rate above which it is rolled back.",
-)
-@click.option(
-    "--max-p99-ratio",
-    type=click.FloatRange(1),
-    default=1.5,
-    show_default=True,
-    help="Canary p99 above this many times the stable p99 rolls it back.",
-)
-@click.option(
-    "--min-requests",
-    type=click.IntRange(1),
-    default=100,
-    show_default=True,
-    help="Canary requests needed for a verdict (fewer: inconclusive, rolled back).",
-)
-@click.option("--poll", "poll_s", type=DURATION, default="2s", hidden=True)
+@canary_options
 def deploy(
     spec: DeploySpec,
     kubeconfig: str | None,
     context: str | None,
     create_namespace: bool,
     timeout_s: float,
+    poll_s: float,
     dry_run: bool,
     no_rollback: bool,
-    canary_percent: int | None,
-    canary_window: float,
-    max_error_rate: float,
-    max_p99_ratio: float,
-    min_requests: int,
-    poll_s: float,
+    canary: Any,
 ) -> None:
     """Deploy MODEL_REPO's image to a cluster and wait for it to be ready.
 
@@ -205,102 +152,60 @@ def deploy(
     revision and the command exits 1 with the pods' reasons. With --canary, the new image
     first serves a share of the traffic beside the stable version.
     """
-    from infership.k8s.apply import apply_objects, namespace_exists
-    from infership.k8s.discovery import discover
-    from infership.k8s.manifests import build_objects, compatibility_notes
-    from infership.k8s.rollout import read_deployment, rollback
+    from infership.k8s.deploy import deploy as run_deploy
 
+    if canary is not None and dry_run:
+        raise click.UsageError("--canary cannot be combined with --dry-run")
     cluster = _connect(kubeconfig, context)
     source = click.get_current_context().get_parameter_source("namespace")
     if source in (None, click.core.ParameterSource.DEFAULT) and cluster.namespace_set:
         spec = _with_namespace(spec, cluster.namespace)
-    api, ns, name = cluster.api, spec.namespace, spec.name
+    printer = _Printer(cluster)
     try:
-        # Rendered for what this cluster serves (API versions, probe kinds), not the newest.
-        spec = spec.model_copy(update={"kubernetes": discover(api)})
-        for note in compatibility_notes(spec):
-            click.echo(f"warning: {note}", err=True)
-        objects = build_objects(spec)
-        if not create_namespace:
-            objects = [o for o in objects if o["kind"] != "Namespace"]
-            if namespace_exists(api, ns) is False:
-                fail(
-                    f"namespace {ns} does not exist: pass --create-namespace, or pick "
-                    "another with --namespace",
-                    1,
-                )
-        if canary_percent is not None:
-            _canary(
-                api,
-                spec,
-                [o for o in objects if o["kind"] == "Namespace"],
-                weight=canary_percent,
-                window_s=canary_window,
-                dry_run=dry_run,
-                thresholds={
-                    "max_error_rate": max_error_rate,
-                    "max_p99_ratio": max_p99_ratio,
-                    "min_requests": min_requests,
-                },
-                timeout_s=timeout_s,
-                poll_s=poll_s,
-            )
-            return
-        try:
-            read_deployment(api, ns, name)
-            existed = True
-        except DeployError:
-            existed = False
-        applied = apply_objects(api, objects, dry_run=dry_run)
-        where = f"context {cluster.context}" if cluster.context else "in-cluster"
-        where += f", {spec.kubernetes.label}"
-        verb = "would apply (server dry run)" if dry_run else "applied"
-        click.echo(f"{verb} {len(applied)} objects in namespace {ns} ({where}, {cluster.server}):")
-        for obj in applied:
-            click.echo(f"  {obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
-        if dry_run:
-            return
-        try:
-            status = _wait(api, ns, name, timeout_s, poll_s)
-        except RolloutFailed as exc:
-            click.echo(f"rollout failed: {exc}", err=True)
-            for reason in exc.reasons:
-                click.echo(f"  - {reason}", err=True)
-            if no_rollback:
-                fail(f"left Deployment {ns}/{name} as it is (--no-rollback)", 1)
-            if not existed:
-                fail(
-                    f"Deployment {ns}/{name} was created by this deploy (its first revision), "
-                    f"so there is nothing to roll back to; `infership delete {name}` removes it",
-                    1,
-                )
-            try:
-                revision = rollback(api, ns, name)
-            except DeployError as undo:
-                fail(f"could not roll back: {undo}", 1)
-            click.echo(
-                f"rolling back Deployment {ns}/{name} to revision {revision} "
-                f"({_images(api, ns, name)})",
-                err=True,
-            )
-            try:
-                _wait(api, ns, name, timeout_s, poll_s)
-            except RolloutFailed as again:
-                fail(
-                    f"rolled back to revision {revision}, but it is not ready either: {again}",
-                    1,
-                )
+        outcome = run_deploy(
+            spec,
+            cluster,
+            create_namespace=create_namespace,
+            dry_run=dry_run,
+            rollback_on_failure=not no_rollback,
+            timeout_s=timeout_s,
+            poll_s=poll_s,
+            canary=canary,
+            observer=printer,
+        )
+    except CanaryFailed as exc:
+        fail(f"canary failed: {exc}", 1)
+    except DeployError as exc:
+        fail(str(exc), 1)
+    finally:
+        printer.live.end()
+    ns, name = spec.namespace, spec.name
+    if outcome.canary is not None:
+        click.echo(outcome.canary.to_text())
+        if not outcome.canary.promoted:
+            fail(f"canary of {spec.image} was rolled back; the stable version serves on", 1)
+        return
+    failure = outcome.failure
+    if failure is not None:
+        if outcome.kept == "asked":
+            fail(f"left Deployment {ns}/{name} as it is (--no-rollback)", 1)
+        if outcome.kept == "first revision":
             fail(
-                f"deploy of {spec.image} failed and was rolled back to revision {revision}: "
-                f"{exc.reasons[0] if exc.reasons else exc}",
+                f"Deployment {ns}/{name} was created by this deploy (its first revision), "
+                f"so there is nothing to roll back to; `infership delete {name}` removes it",
                 1,
             )
+        fail(
+            f"deploy of {spec.image} failed and was rolled back to revision "
+            f"{outcome.rolled_back_to}: {failure.reasons[0] if failure.reasons else failure}",
+            1,
+        )
+    if outcome.status is not None:
+        status = outcome.status
         click.echo(
             f"Deployment {ns}/{name} rolled out: revision {status.revision}, "
             f"{status.available}/{status.desired} available, {spec.image}"
         )
-    except DeployError as exc:
-        fail(str(exc), 1)
 
 
 def _with_namespace(spec: DeploySpec, namespace: str) -> DeploySpec:
@@ -314,60 +219,22 @@ def _with_namespace(spec: DeploySpec, namespace: str) -> DeploySpec:
         ) from exc
 
 
-def _canary(
-    api: client.ApiClient,
-    spec: DeploySpec,
-    namespace_objects: list[dict[str, Any]],
-    *,
-    weight: int,
-    window_s: float,
-    dry_run: bool,
-    thresholds: dict[str, Any],
-    timeout_s: float,
-    poll_s: float,
-) -> None:
-    from infership.k8s.analysis import CanaryThresholds
-    from infership.k8s.apply import apply_objects
-    from infership.k8s.canary import run_canary
-
-    if dry_run:
-        raise click.UsageError("--canary cannot be combined with --dry-run")
-    if namespace_objects:
-        apply_objects(api, namespace_objects)
-
-    def show(progress: CanaryProgress) -> None:
-        click.echo(f"[{progress.elapsed_s:4.0f}s] {progress.phase}: {progress.message}", err=True)
-
-    try:
-        report = run_canary(
-            api,
-            spec,
-            weight=weight,
-            window_s=window_s,
-            thresholds=CanaryThresholds(**thresholds),
-            on_progress=show,
-            rollout_timeout_s=timeout_s,
-            rollout_poll_s=poll_s,
-        )
-    except CanaryFailed as exc:
-        fail(f"canary failed: {exc}", 1)
-    click.echo(report.to_text())
-    if not report.promoted:
-        fail(f"canary of {spec.image} was rolled back; the stable version serves on", 1)
-
-
-def _namespace_for(cluster: Cluster, namespace: str | None, name: str) -> str:
+def _namespace_for(cluster: KubeCluster, namespace: str | None, name: str) -> str:
     if namespace:
         return namespace
     return cluster.namespace if cluster.namespace_set else name
 
 
-def namespace_option(command: F) -> F:
-    return click.option(
-        "--namespace",
-        "-n",
-        help="Namespace [default: the context's namespace, else NAME].",
-    )(command)
+def _wait(cluster: KubeCluster, namespace: str, name: str, timeout_s: float, poll_s: float) -> Any:
+    from infership.k8s.rollout import wait_for_rollout
+
+    live = LiveLine()
+    try:
+        return wait_for_rollout(
+            cluster, namespace, name, timeout_s=timeout_s, on_progress=live, poll_s=poll_s
+        )
+    finally:
+        live.end()
 
 
 @click.command()
@@ -386,7 +253,7 @@ def status(
     cluster = _connect(kubeconfig, context)
     ns = _namespace_for(cluster, namespace, name)
     try:
-        info = describe(cluster.api, ns, name)
+        info = describe(cluster, ns, name)
     except DeployError as exc:
         fail(str(exc), 1)
     if as_json:
@@ -435,8 +302,7 @@ def _status_text(info: dict[str, Any], heading: str = "deployment") -> str:
 @click.option(
     "--to-revision", type=click.IntRange(1), help="Revision to restore [default: the previous one]."
 )
-@click.option("--timeout", "timeout_s", type=DURATION, default="5m", show_default=True)
-@click.option("--poll", "poll_s", type=DURATION, default="2s", hidden=True)
+@rollout_options
 def rollback_command(
     name: str,
     namespace: str | None,
@@ -447,17 +313,14 @@ def rollback_command(
     poll_s: float,
 ) -> None:
     """Roll deployment NAME back to its previous revision (or --to-revision) and wait."""
-    from infership.k8s.rollout import rollback
+    from infership.k8s.rollout import images, rollback
 
     cluster = _connect(kubeconfig, context)
     ns = _namespace_for(cluster, namespace, name)
     try:
-        revision = rollback(cluster.api, ns, name, to_revision=to_revision)
-        click.echo(
-            f"rolling back Deployment {ns}/{name} to revision {revision} "
-            f"({_images(cluster.api, ns, name)})"
-        )
-        status = _wait(cluster.api, ns, name, timeout_s, poll_s)
+        revision = rollback(cluster, ns, name, to_revision=to_revision)
+        _rolling_back(ns, name, revision, images(cluster, ns, name), err=False)
+        status = _wait(cluster, ns, name, timeout_s, poll_s)
     except DeployError as exc:
         fail(str(exc), 1)
     click.echo(
@@ -476,12 +339,12 @@ def delete(
 ) -> None:
     """Delete everything infership created for NAME (objects labelled
     app.kubernetes.io/instance=NAME). The namespace itself is kept."""
-    from infership.k8s.apply import delete_objects, find_instance
+    from infership.k8s.deploy import find_instance
 
     cluster = _connect(kubeconfig, context)
     ns = _namespace_for(cluster, namespace, name)
     try:
-        found = find_instance(cluster.api, ns, name)
+        found = find_instance(cluster, ns, name)
         if not found:
             fail(f"nothing labelled app.kubernetes.io/instance={name} in namespace {ns}", 1)
         click.echo(f"in namespace {ns} ({cluster.server}):")
@@ -491,7 +354,7 @@ def delete(
             if not sys.stdin.isatty():
                 fail("not deleting without confirmation: pass --yes", 1)
             click.confirm(f"delete these {len(found)} objects?", abort=True)
-        delete_objects(cluster.api, found)
+        cluster.delete(found)
     except DeployError as exc:
         fail(str(exc), 1)
     click.echo(f"deleted {len(found)} objects")

@@ -1,5 +1,11 @@
-"""The options every Kubernetes command shares (``manifests``, ``deploy``): MODEL_REPO plus
-``--image``, ``--name``, ``--namespace``, ... turned into one ``spec: DeploySpec`` keyword."""
+"""The options of the Kubernetes commands, each defined once here.
+
+``spec_options`` (``manifests``, ``deploy``): MODEL_REPO plus ``--image``, ``--name``,
+``--namespace``, ... turned into one ``spec: DeploySpec`` keyword. Their defaults, choices and
+ranges come from the fields of ``DeploySpec`` (and ``CanaryThresholds``), so the library and
+the command line cannot disagree. ``cluster_options``, ``namespace_option``,
+``rollout_options`` and ``canary_options`` are what the commands that talk to a cluster share.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,182 @@ import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
+import annotated_types
 import click
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from infership.cli.common import fail
 from infership.errors import ConfigError
+from infership.k8s.analysis import CanaryThresholds
+from infership.k8s.spec import DeploySpec
 
 if TYPE_CHECKING:
-    from infership.k8s.spec import DeploySpec
+    from infership.k8s.deploy import CanaryRelease
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DURATION = re.compile(
+    r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?"
+)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]  # generic only since click 8.2
+    """Seconds, written as kubectl does: ``90``, ``90s``, ``5m``, ``1m30s``, ``1h``."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        match = _DURATION.fullmatch(str(value).strip())
+        if not str(value).strip() or match is None:
+            self.fail(f"{value!r} is not a duration such as 90s, 5m or 1m30s", param, ctx)
+        return sum(
+            float(match[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1))
+        )
+
+
+DURATION = Duration()
+
+
+def _default(model: type[BaseModel], field: str) -> Any:
+    return model.model_fields[field].default
+
+
+def _range(model: type[BaseModel], field: str) -> click.IntRange | click.FloatRange:
+    """``click.IntRange``/``FloatRange`` with the bounds the model's field declares."""
+    info = model.model_fields[field]
+    low = next((m.ge for m in info.metadata if isinstance(m, annotated_types.Ge)), None)
+    high = next((m.le for m in info.metadata if isinstance(m, annotated_types.Le)), None)
+    if info.annotation is int:
+        return click.IntRange(low, high)  # type: ignore[arg-type]
+    return click.FloatRange(low, high)  # type: ignore[arg-type]
+
+
+def _choices(model: type[BaseModel], field: str) -> click.Choice:  # type: ignore[type-arg]
+    return click.Choice([str(c) for c in get_args(model.model_fields[field].annotation)])
+
+
+namespace_option = click.option(
+    "--namespace",
+    "-n",
+    help="Namespace [default: the kubeconfig context's namespace when talking to a cluster "
+    "and the context names one, else NAME].",
+)
+
+
+def cluster_options(command: F) -> F:
+    """``--kubeconfig`` and ``--context``, as kubectl has them."""
+    command = click.option(
+        "--context", help="kubeconfig context to use [default: the current-context]."
+    )(command)
+    return click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        help="kubeconfig file [default: $KUBECONFIG, else ~/.kube/config, else in-cluster].",
+    )(command)
+
+
+def rollout_options(command: F) -> F:
+    """``--timeout`` for a rollout to become ready, and the hidden ``--poll`` interval."""
+    command = click.option("--poll", "poll_s", type=DURATION, default="2s", hidden=True)(command)
+    return click.option(
+        "--timeout",
+        "timeout_s",
+        type=DURATION,
+        default="5m",
+        show_default=True,
+        help="How long the rollout may take before it counts as failed.",
+    )(command)
+
+
+_CANARY_OPTIONS = [
+    click.option(
+        "--canary",
+        "canary_percent",
+        type=click.IntRange(1, 99),
+        help="Run the image as a canary taking this percent of traffic, then promote or roll back.",
+    ),
+    click.option(
+        "--canary-window",
+        type=DURATION,
+        default="5m",
+        show_default=True,
+        help="How long the canary is watched.",
+    ),
+    click.option(
+        "--max-error-rate",
+        type=_range(CanaryThresholds, "max_error_rate"),
+        default=_default(CanaryThresholds, "max_error_rate"),
+        show_default=True,
+        help="Canary error rate above which it is rolled back.",
+    ),
+    click.option(
+        "--max-p99-ratio",
+        type=_range(CanaryThresholds, "max_p99_ratio"),
+        default=_default(CanaryThresholds, "max_p99_ratio"),
+        show_default=True,
+        help="Canary p99 above this many times the stable p99 rolls it back.",
+    ),
+    click.option(
+        "--min-requests",
+        type=_range(CanaryThresholds, "min_requests"),
+        default=_default(CanaryThresholds, "min_requests"),
+        show_default=True,
+        help="Canary requests needed for a verdict (fewer: inconclusive, rolled back).",
+    ),
+]
+
+
+def canary_options(command: Callable[..., R]) -> Callable[..., R]:
+    """The canary options, given to ``command`` as ``canary: CanaryRelease | None``."""
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> R:
+        values = {key: kwargs.pop(key) for key in _names(_CANARY_OPTIONS)}
+        kwargs["canary"] = _canary_release(**values)
+        return command(**kwargs)
+
+    return _decorate(wrapper, _CANARY_OPTIONS)
+
+
+def _canary_release(
+    *,
+    canary_percent: int | None,
+    canary_window: float,
+    max_error_rate: float,
+    max_p99_ratio: float,
+    min_requests: int,
+) -> CanaryRelease | None:
+    from infership.k8s.deploy import CanaryRelease
+
+    if canary_percent is None:
+        return None
+    thresholds = CanaryThresholds(
+        max_error_rate=max_error_rate, max_p99_ratio=max_p99_ratio, min_requests=min_requests
+    )
+    return CanaryRelease(weight=canary_percent, window_s=canary_window, thresholds=thresholds)
+
+
+def _decorate(command: Callable[..., R], options: list[Callable[[F], F]]) -> Callable[..., R]:
+    for decorate in reversed(options):
+        command = decorate(command)
+    return command
+
+
+def _names(options: list[Callable[[F], F]]) -> tuple[str, ...]:
+    """The keyword names click gives ``options``' values: each option's name, defined once."""
+
+    def probe() -> None: ...
+
+    _decorate(probe, options)
+    return tuple(str(p.name) for p in reversed(probe.__click_params__))  # type: ignore[attr-defined]
+
 
 _OPTIONS = [
     click.argument("model_repo", type=click.Path(exists=True, file_okay=False, path_type=Path)),
@@ -28,7 +198,7 @@ _OPTIONS = [
         help="Image to run, from `infership build`; pinned when given as NAME[:TAG]@sha256:...",
     ),
     click.option("--name", help="Name of every object [default: the single model's name]."),
-    click.option("--namespace", help="Namespace [default: the name]."),
+    namespace_option,
     click.option(
         "--plan",
         "plan_file",
@@ -36,13 +206,17 @@ _OPTIONS = [
         help="`infership plan --json` output: HPA replicas, CPU target and CPU request.",
     ),
     click.option(
-        "--replicas", type=click.IntRange(1), default=2, show_default=True, help="Without --plan."
+        "--replicas",
+        type=_range(DeploySpec, "replicas"),
+        default=_default(DeploySpec, "replicas"),
+        show_default=True,
+        help="Without --plan: the autoscaler's minimum; it may scale out to twice that.",
     ),
     click.option("--gpu", type=click.IntRange(0), default=0, help="nvidia.com/gpu per pod."),
     click.option(
         "--traffic",
-        type=click.Choice(["none", "ingress", "gateway"]),
-        default="none",
+        type=_choices(DeploySpec, "traffic"),
+        default=_default(DeploySpec, "traffic"),
         show_default=True,
         help="How outside traffic arrives: an Ingress, a Gateway API HTTPRoute, or neither.",
     ),
@@ -50,11 +224,13 @@ _OPTIONS = [
     click.option("--tls-secret", help="kubernetes.io/tls Secret for the Ingress (with --host)."),
     click.option(
         "--gateway",
-        default="gateway",
+        default=_default(DeploySpec, "gateway_name"),
         show_default=True,
         help="Gateway the HTTPRoute attaches to, NAME[/NAMESPACE].",
     ),
-    click.option("--ingress-class", default="nginx", show_default=True),
+    click.option(
+        "--ingress-class", default=_default(DeploySpec, "ingress_class"), show_default=True
+    ),
     click.option(
         "--allow-from",
         multiple=True,
@@ -94,16 +270,10 @@ def spec_options(command: Callable[..., R]) -> Callable[..., R]:
             fail(str(exc), 2)
         return command(**kwargs)
 
-    for decorate in reversed(_OPTIONS):
-        wrapper = decorate(wrapper)
-    return wrapper
+    return _decorate(wrapper, _OPTIONS)
 
 
-_PARAMETERS = (
-    "model_repo", "image", "name", "namespace", "plan_file", "replicas", "gpu", "traffic",
-    "host", "tls_secret", "gateway", "ingress_class", "allow_from", "api_keys_secret",
-    "api_keys_file", "model_key_secret", "custom_metric", "monitoring", "allow_unauthenticated",
-)  # fmt: skip
+_PARAMETERS = _names(_OPTIONS)
 
 
 def spec_from_options(
@@ -113,13 +283,13 @@ def spec_from_options(
     name: str | None = None,
     namespace: str | None = None,
     plan_file: Path | None = None,
-    replicas: int = 2,
+    replicas: int = _default(DeploySpec, "replicas"),
     gpu: int = 0,
-    traffic: Literal["none", "ingress", "gateway"] = "none",
+    traffic: Literal["none", "ingress", "gateway"] = _default(DeploySpec, "traffic"),
     host: str | None = None,
     tls_secret: str | None = None,
-    gateway: str = "gateway",
-    ingress_class: str = "nginx",
+    gateway: str = _default(DeploySpec, "gateway_name"),
+    ingress_class: str = _default(DeploySpec, "ingress_class"),
     allow_from: tuple[str, ...] = (),
     api_keys_secret: str | None = None,
     api_keys_file: Path | None = None,
@@ -132,10 +302,8 @@ def spec_from_options(
     from infership.capacity_plan import CapacityPlan
     from infership.image.context import check_reference
     from infership.k8s.spec import (
-        Autoscaling,
-        DeploySpec,
         autoscaling_from_plan,
-        default_custom_target,
+        default_autoscaling,
         memory_for,
         repository_footprint,
     )
@@ -145,7 +313,6 @@ def spec_from_options(
     if name is None:
         name = _dns_name(models[0]) if len(models) == 1 else "infership"
     resources = memory_for(files)
-    autoscaling = None
     if plan_file is not None:
         try:
             plan = CapacityPlan.model_validate_json(plan_file.read_text(encoding="utf-8"))
@@ -160,13 +327,8 @@ def spec_from_options(
             resources = resources.model_copy(
                 update={"cpu_request_millicores": cpu, "cpu_limit_millicores": 4 * cpu}
             )
-    elif custom_metric is not None:
-        autoscaling = Autoscaling(
-            min_replicas=replicas,
-            max_replicas=2 * replicas,
-            custom_metric=custom_metric,
-            custom_metric_target=default_custom_target(custom_metric),
-        )
+    else:
+        autoscaling = default_autoscaling(replicas, custom_metric)
     gateway_name, _, gateway_namespace = gateway.partition("/")
     try:
         return DeploySpec(

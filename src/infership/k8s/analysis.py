@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, Field
 
 from infership.metrics import histogram_quantile
+
+if TYPE_CHECKING:
+    from infership.k8s.cluster import Cluster
 
 REQUESTS = "infership_requests"
 DURATION = "infership_request_duration_seconds"
@@ -319,7 +322,7 @@ def _labels_match(pod: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
 
 
 def snapshot_group(
-    api: Any,
+    cluster: Cluster,
     namespace: str,
     selector: Mapping[str, str],
     *,
@@ -329,32 +332,21 @@ def snapshot_group(
     """Scrape ``/metrics`` of every running pod matching ``selector`` through the API
     server's pod proxy (``GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/metrics``).
 
-    ``api`` is a ``kubernetes.client.ApiClient``. A pod that cannot be scraped (not running
-    yet, proxy refused) is left out and listed in ``unreachable``; the caller decides
-    whether the remaining pods are enough. Listing the pods can raise DeployError (403,
-    unreachable server), as every call through ``client.api_errors`` does.
+    A pod that cannot be scraped (not running yet, proxy refused) is left out and listed in
+    ``unreachable``; the caller decides whether the remaining pods are enough. Raises
+    DeployError when the pods cannot be listed or the proxy is forbidden (RBAC).
     """
-    from kubernetes import client as k8s
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
     from infership.errors import DeployError
-    from infership.k8s.client import api_errors, read_json, status_message
+    from infership.k8s.cluster import Forbidden, PodUnreachable
 
-    core = k8s.CoreV1Api(api)
     label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-    with api_errors(api, "list", f"pods in namespace {namespace}"):
-        listed = read_json(
-            core.list_namespaced_pod(
-                namespace, label_selector=label_selector, _preload_content=False
-            )
-        )
+    listed = cluster.list_objects("Pod", namespace, labels=label_selector)
     counters: dict[str, PodCounters] = {}
     restarts: dict[str, int] = {}
     unreachable: dict[str, str] = {}
     # Selectors are matched again here: they are the contract, and not every server (nor
     # every test double) filters on them.
-    pods = [p for p in (listed or {}).get("items") or [] if _labels_match(p, selector)]
+    pods = [p for p in listed if _labels_match(p, selector)]
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
         name = str(pod["metadata"]["name"])
         status = pod.get("status") or {}
@@ -367,30 +359,16 @@ def snapshot_group(
             continue
         port = _http_port(pod, default_port)
         try:
-            # With _preload_content=False the client returns the raw urllib3 response,
-            # though its annotation says str.
-            response: Any = core.connect_get_namespaced_pod_proxy_with_path(
-                f"{name}:{port}",
-                namespace,
-                "metrics",
-                _preload_content=False,
-                _request_timeout=timeout_s,
-            )
-            try:
-                text = response.data.decode("utf-8")
-            finally:
-                response.release_conn()
+            text = cluster.proxy_get(namespace, name, port, "metrics", timeout_s=timeout_s)
             counters[name] = parse_metrics(text)
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                # Every pod would answer the same: stop with what to fix.
-                raise DeployError(
-                    f"cannot read the metrics of pod {namespace}/{name} through the API "
-                    f"server's pod proxy ({exc.status}: {status_message(exc)}); the canary "
-                    "analysis needs permission to get pods/proxy in this namespace"
-                ) from exc
-            unreachable[name] = f"HTTP {exc.status}: {status_message(exc)}"
-        except (HTTPError, ValueError) as exc:  # a timeout, unparsable text
+        except Forbidden as exc:
+            # Every pod would answer the same: stop with what to fix.
+            raise DeployError(
+                f"{exc}; the canary analysis needs permission to get pods/proxy in this namespace"
+            ) from exc
+        except PodUnreachable as exc:
+            unreachable[name] = str(exc)
+        except ValueError as exc:  # text that is not Prometheus' format
             unreachable[name] = str(exc) or type(exc).__name__
     return GroupSnapshot(counters, restarts, unreachable)
 

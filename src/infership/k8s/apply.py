@@ -24,12 +24,13 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 from infership.errors import DeployError
-from infership.k8s.client import api_errors, read_json, status_message
+from infership.k8s.client import api_errors, status_message
+from infership.k8s.cluster import FIELD_MANAGER
 from infership.k8s.discovery import discover
 from infership.k8s.target import KINDS, KubeTarget, served_by
 
-FIELD_MANAGER = "infership"
-INSTANCE_LABEL = "app.kubernetes.io/instance"
+__all__ = ["FIELD_MANAGER", "apply_objects", "delete_objects", "dynamic_client", "resource_for"]
+
 
 # What each API group that a cluster may lack takes to install.
 _INSTALL_HINTS = {
@@ -42,25 +43,6 @@ _INSTALL_HINTS = {
         "monitoring objects out"
     ),
 }
-
-# Every kind infership creates for one deployment, in apply order; `delete` removes these
-# (in reverse) when they carry the instance label, at the API version the cluster serves. The
-# Namespace is never deleted: other things may live in it.
-MANAGED_KINDS: tuple[str, ...] = (
-    "ServiceAccount",
-    "ConfigMap",
-    "Secret",
-    "Deployment",
-    "Service",
-    "Ingress",
-    "HTTPRoute",
-    "HorizontalPodAutoscaler",
-    "PodDisruptionBudget",
-    "NetworkPolicy",
-    "ServiceMonitor",
-    "PrometheusRule",
-)
-
 
 _DYNAMIC_ATTRIBUTE = "_infership_dynamic_client"
 
@@ -158,23 +140,6 @@ def apply_objects(
     return applied
 
 
-def namespace_exists(api: client.ApiClient, namespace: str) -> bool | None:
-    """Whether ``namespace`` exists; None when we may not read namespaces (common for users
-    whose rights are limited to one namespace), so the caller just goes ahead."""
-    try:
-        with api_errors(api, "read", f"namespace {namespace}"):
-            read_json(client.CoreV1Api(api).read_namespace(namespace, _preload_content=False))
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    except DeployError as exc:
-        if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 403:
-            return None
-        raise
-    return True
-
-
 def delete_objects(
     api: client.ApiClient, objects: Iterable[dict[str, Any]], *, missing_ok: bool = True
 ) -> None:
@@ -204,29 +169,3 @@ def delete_objects(
                 raise DeployError(
                     f"cannot delete {_describe(obj)} ({exc.status}): {status_message(exc)}"
                 ) from exc
-
-
-def find_instance(api: client.ApiClient, namespace: str, name: str) -> list[dict[str, Any]]:
-    """Every object of the kinds infership creates that carries ``instance=name`` in
-    ``namespace``, in apply order, as minimal references (apiVersion, kind, metadata)."""
-    dyn = dynamic_client(api)
-    target = discover(api)
-    found: list[dict[str, Any]] = []
-    for kind in MANAGED_KINDS:
-        api_version = target.api_version(kind)
-        try:
-            resource = resource_for(dyn, api_version, kind)
-        except DeployError:
-            continue  # a CRD that is not installed holds nothing of ours
-        with api_errors(api, "list", f"{kind} in namespace {namespace}"):
-            listing = resource.get(namespace=namespace, label_selector=f"{INSTANCE_LABEL}={name}")
-        for item in listing.to_dict().get("items") or []:
-            item_meta = item.get("metadata", {})
-            found.append(
-                {
-                    "apiVersion": api_version,
-                    "kind": kind,
-                    "metadata": {"name": item_meta.get("name"), "namespace": namespace},
-                }
-            )
-    return found

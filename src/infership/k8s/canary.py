@@ -27,9 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from infership.errors import CanaryFailed, DeployError, RolloutFailed
 from infership.k8s.analysis import (
     CanaryThresholds,
@@ -40,9 +37,9 @@ from infership.k8s.analysis import (
     group_window,
     snapshot_group,
 )
-from infership.k8s.apply import apply_objects, delete_objects
+from infership.k8s.cluster import Cluster
 from infership.k8s.manifests import TRACK_LABEL, build_objects, canary_objects, labels
-from infership.k8s.rollout import RolloutStatus, read_deployment, rollback, wait_for_rollout
+from infership.k8s.rollout import RolloutStatus, rollback, wait_for_rollout
 from infership.k8s.spec import DeploySpec
 
 Phase = Literal["deploying", "watching", "promoting", "rolling back"]
@@ -173,17 +170,13 @@ def _split(spec: DeploySpec, weight: int) -> tuple[list[dict[str, Any]], list[di
     return own, shared
 
 
-def _require_stable(api: client.ApiClient, spec: DeploySpec) -> None:
-    try:
-        deployment = read_deployment(api, spec.namespace, spec.name)
-    except DeployError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, ApiException) and cause.status == 404:
-            raise CanaryFailed(
-                f"no stable version to compare against: there is no Deployment {spec.name} in "
-                f"namespace {spec.namespace}; deploy without --canary first"
-            ) from exc
-        raise
+def _require_stable(cluster: Cluster, spec: DeploySpec) -> None:
+    deployment = cluster.get("Deployment", spec.namespace, spec.name)
+    if deployment is None:
+        raise CanaryFailed(
+            f"no stable version to compare against: there is no Deployment {spec.name} in "
+            f"namespace {spec.namespace}; deploy without --canary first"
+        )
     available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
     if available < 1:
         raise CanaryFailed(
@@ -193,7 +186,7 @@ def _require_stable(api: client.ApiClient, spec: DeploySpec) -> None:
 
 
 def run_canary(
-    api: client.ApiClient,
+    cluster: Cluster,
     spec: DeploySpec,
     *,
     weight: int,
@@ -230,21 +223,21 @@ def run_canary(
         if on_progress is not None:
             on_progress(CanaryProgress(phase, message, time.monotonic() - started, **extra))
 
-    _require_stable(api, spec)
+    _require_stable(cluster, spec)
     own, shared = _split(spec, weight)
     canary_name = spec.name + "-canary"
 
     def roll_back() -> None:
         progress("rolling back", f"deleting {canary_name} and restoring the route")
         if shared:
-            apply_objects(api, shared)
-        delete_objects(api, own)
+            cluster.apply(shared)
+        cluster.delete(own)
 
     progress("deploying", f"applying {canary_name} with {spec.image} at {weight}%")
     try:
-        apply_objects(api, canary_objects(spec, weight=weight))
+        cluster.apply(canary_objects(spec, weight=weight))
         wait_for_rollout(
-            api,
+            cluster,
             spec.namespace,
             canary_name,
             timeout_s=rollout_timeout_s,
@@ -264,7 +257,7 @@ def run_canary(
 
     try:
         comparison, watched, early, notes = _watch(
-            api, spec, window_s, thresholds, interval_s, sleep, progress
+            cluster, spec, window_s, thresholds, interval_s, sleep, progress
         )
     except BaseException:
         roll_back()
@@ -272,7 +265,7 @@ def run_canary(
 
     promoted = comparison.promotes(thresholds)
     if promoted:
-        _promote(api, spec, own, rollout_timeout_s, rollout_poll_s, progress)
+        _promote(cluster, spec, own, rollout_timeout_s, rollout_poll_s, progress)
     else:
         roll_back()
     return CanaryReport(
@@ -291,7 +284,7 @@ def run_canary(
 
 
 def _watch(
-    api: client.ApiClient,
+    cluster: Cluster,
     spec: DeploySpec,
     window_s: float,
     thresholds: CanaryThresholds,
@@ -304,7 +297,7 @@ def _watch(
 
     def snapshot() -> dict[str, GroupSnapshot]:
         return {
-            track: snapshot_group(api, spec.namespace, sel, default_port=spec.http_port)
+            track: snapshot_group(cluster, spec.namespace, sel, default_port=spec.http_port)
             for track, sel in selectors.items()
         }
 
@@ -351,7 +344,7 @@ def _progress_line(c: Comparison) -> str:
 
 
 def _promote(
-    api: client.ApiClient,
+    cluster: Cluster,
     spec: DeploySpec,
     own: list[dict[str, Any]],
     rollout_timeout_s: float,
@@ -362,10 +355,10 @@ def _promote(
     canary once the stable pods are rolled out. The stable rollout replaces pods one at a
     time with none unavailable, so the stable Service serves throughout."""
     progress("promoting", f"rolling {spec.name} out with {spec.image}")
-    apply_objects(api, build_objects(spec))
+    cluster.apply(build_objects(spec))
     try:
         wait_for_rollout(
-            api,
+            cluster,
             spec.namespace,
             spec.name,
             timeout_s=rollout_timeout_s,
@@ -373,10 +366,10 @@ def _promote(
             poll_s=rollout_poll_s,
         )
     except RolloutFailed as exc:
-        revision = rollback(api, spec.namespace, spec.name)
-        delete_objects(api, own)
+        revision = rollback(cluster, spec.namespace, spec.name)
+        cluster.delete(own)
         raise CanaryFailed(
             f"the canary passed, but rolling the stable Deployment out with {spec.image} "
             f"failed, so it was rolled back to revision {revision}: {exc}"
         ) from exc
-    delete_objects(api, own)
+    cluster.delete(own)

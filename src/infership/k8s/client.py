@@ -6,19 +6,22 @@ account when running inside a cluster. ``--context`` picks a context, else the f
 current-context; the context's namespace is the default namespace (``default`` when it names
 none), and an explicit ``--namespace`` wins over it.
 
-This module and the two that use it (``apply.py``, ``rollout.py``) are the only ones that talk to
-a cluster; they import the ``kubernetes`` client, an optional dependency (the [kubernetes] extra).
+A kubeconfig that turns TLS verification off (``insecure-skip-tls-verify``) gets one warning
+line in ``KubeCluster.notes``, and urllib3's warning on every request is silenced.
+
+This module, ``kube.py`` (``KubeCluster``), ``apply.py`` and ``discovery.py`` are the only ones
+that import the ``kubernetes`` client, an optional dependency (the [kubernetes] extra).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import urllib3.exceptions
 from kubernetes import client, config
@@ -26,21 +29,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from infership.errors import DeployError
+from infership.k8s.cluster import Forbidden
+
+if TYPE_CHECKING:
+    from infership.k8s.kube import KubeCluster
 
 _SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """An API client and where it points: the context used, its default namespace, the URL."""
-
-    api: client.ApiClient
-    context: str | None
-    namespace: str
-    server: str
-    namespace_set: bool = False
-    """Whether the context (or the service account) names the namespace; when it does not,
-    ``namespace`` is kubectl's fallback, ``default``, and the CLI prefers its own default."""
 
 
 def kubeconfig_paths(explicit: str | None = None) -> list[Path]:
@@ -58,7 +52,7 @@ def kubeconfig_paths(explicit: str | None = None) -> list[Path]:
     return [default] if default.is_file() else []
 
 
-def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluster:
+def connect(kubeconfig: str | None = None, context: str | None = None) -> KubeCluster:
     """An API client for the chosen kubeconfig and context, or the in-cluster service account.
 
     Raises DeployError when no configuration is found, the context is unknown, or the file
@@ -95,16 +89,30 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Cluste
     except (ConfigException, OSError, ValueError) as exc:
         raise DeployError(f"cannot use context {chosen!r} from {joined}: {exc}") from exc
     named = by_name[chosen].get("context", {}).get("namespace")
-    return Cluster(
+    from infership.k8s.kube import KubeCluster
+
+    return KubeCluster(
         client.ApiClient(configuration),
-        chosen,
-        named or "default",
-        configuration.host,
+        context=chosen,
+        namespace=named or "default",
         namespace_set=bool(named),
+        notes=_tls_notes(configuration, f"context {chosen!r}"),
     )
 
 
-def _in_cluster(context: str | None) -> Cluster:
+def _tls_notes(configuration: client.Configuration, where: str) -> tuple[str, ...]:
+    """One line when TLS is not verified, and urllib3's per-request warning silenced."""
+    if configuration.verify_ssl or not str(configuration.host).startswith("https:"):
+        return ()
+    warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+    return (
+        f"the API server's TLS certificate is not verified ({where} sets "
+        f"insecure-skip-tls-verify): anyone on the path to {configuration.host} could "
+        "read or change what infership sends and receives",
+    )
+
+
+def _in_cluster(context: str | None) -> KubeCluster:
     if context is not None or not os.environ.get("KUBERNETES_SERVICE_HOST"):
         where = "--kubeconfig, $KUBECONFIG or ~/.kube/config"
         raise DeployError(
@@ -120,8 +128,13 @@ def _in_cluster(context: str | None) -> Cluster:
         namespace = (_SERVICE_ACCOUNT / "namespace").read_text().strip() or "default"
     except OSError:
         namespace = "default"
-    return Cluster(
-        client.ApiClient(configuration), None, namespace, configuration.host, namespace_set=True
+    from infership.k8s.kube import KubeCluster
+
+    return KubeCluster(
+        client.ApiClient(configuration),
+        namespace=namespace,
+        namespace_set=True,
+        notes=_tls_notes(configuration, "the in-cluster configuration"),
     )
 
 
@@ -157,7 +170,7 @@ def api_errors(api: client.ApiClient, verb: str, what: str) -> Iterator[None]:
                 f"{verb} {what}: the kubeconfig's token or certificate is missing or expired"
             ) from exc
         if exc.status == 403:
-            raise DeployError(
+            raise Forbidden(
                 f"forbidden to {verb} {what} (403: {status_message(exc)}); ask the cluster "
                 "admin for that permission (RBAC) or use a context that has it"
             ) from exc

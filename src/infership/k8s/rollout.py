@@ -9,9 +9,11 @@ at once; otherwise the wait ends at ``timeout_s``. While waiting it reads the De
 and recent Warning events, so a failure says *why*: ImagePullBackOff, CrashLoopBackOff,
 Unschedulable, ...
 
-It is woken by a watch on the Deployment, so it reacts as soon as the controller writes, and
-falls back to polling every ``poll_s`` when the watch cannot be used; pods are re-read at that
-pace too, since their changes do not touch the Deployment.
+It is woken by the cluster's ``wait_for_change`` (a watch on the Deployment), so it reacts as
+soon as the controller writes, and falls back to polling every ``poll_s`` when the watch cannot
+be used; pods are re-read at that pace too, since their changes do not touch the Deployment.
+
+Everything here talks to the cluster through ``cluster.Cluster`` only.
 
 ``rollback`` does what ``kubectl rollout undo`` does: it finds the Deployment's ReplicaSets
 (owned by its uid), takes the one with the previous ``deployment.kubernetes.io/revision`` (or
@@ -28,13 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import urllib3.exceptions
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
-
 from infership.errors import DeployError, RolloutFailed
-from infership.k8s.client import api_errors, read_json
+from infership.k8s.cluster import Cluster
 
 REVISION = "deployment.kubernetes.io/revision"
 # Waiting reasons that mean the container will not start without a change from someone.
@@ -77,23 +74,18 @@ class RolloutStatus:
         return f"{text} - {self.reasons[0]}" if self.reasons else text
 
 
-def _json(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return read_json(call(*args, _preload_content=False, **kwargs))
-
-
-def read_deployment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+def read_deployment(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """The Deployment as a dict; DeployError when it does not exist."""
-    apps = client.AppsV1Api(api)
-    with api_errors(api, "get", f"Deployment {namespace}/{name}"):
-        try:
-            result: dict[str, Any] = _json(apps.read_namespaced_deployment, name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                raise DeployError(
-                    f"there is no Deployment {name} in namespace {namespace}"
-                ) from exc
-            raise
-    return result
+    found = cluster.get("Deployment", namespace, name)
+    if found is None:
+        raise DeployError(f"there is no Deployment {name} in namespace {namespace}")
+    return found
+
+
+def images(cluster: Cluster, namespace: str, name: str) -> str:
+    """The images of the Deployment's pod template, comma-separated (for messages)."""
+    template = read_deployment(cluster, namespace, name)["spec"]["template"]
+    return ", ".join(str(c.get("image")) for c in template["spec"]["containers"])
 
 
 def selector_string(deployment: dict[str, Any]) -> str:
@@ -178,29 +170,26 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
 
 
 def failing_reasons(
-    api: client.ApiClient, deployment: dict[str, Any], since: float | None = None
+    cluster: Cluster, deployment: dict[str, Any], since: float | None = None
 ) -> list[str]:
     """What the Deployment's pods and the namespace's Warning events about them say."""
     meta = deployment.get("metadata") or {}
     namespace = meta.get("namespace", "")
-    selector = selector_string(deployment)
-    core = client.CoreV1Api(api)
-    with api_errors(api, "list", f"pods in namespace {namespace}"):
-        pods = _json(core.list_namespaced_pod, namespace, label_selector=selector)
-    items = pods.get("items") or []
+    items = cluster.list_objects("Pod", namespace, labels=selector_string(deployment))
     reasons: list[str] = []
     for pod in items:
         for problem in pod_problems(pod):
             if problem not in reasons:
                 reasons.append(problem)
     involved = {meta.get("name")} | {p.get("metadata", {}).get("name") for p in items}
-    involved |= set(_replica_set_names(api, deployment))
+    involved |= {
+        rs.get("metadata", {}).get("name", "") for rs in _replica_sets(cluster, deployment)
+    }
     try:
-        with api_errors(api, "list", f"events in namespace {namespace}"):
-            events = _json(core.list_namespaced_event, namespace, field_selector="type=Warning")
-    except (DeployError, ApiException):
-        events = {}  # events only add detail; a user who may not read them still gets the rest
-    for event in events.get("items") or []:
+        events = cluster.list_objects("Event", namespace, fields="type=Warning")
+    except DeployError:
+        events = []  # events only add detail; a user who may not read them still gets the rest
+    for event in events:
         if event.get("type") != "Warning":
             continue
         subject = event.get("involvedObject") or {}
@@ -227,21 +216,16 @@ def _recent(event: dict[str, Any], since: float) -> bool:
     return when >= since - 60
 
 
-def _replica_sets(api: client.ApiClient, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+def _replica_sets(cluster: Cluster, deployment: dict[str, Any]) -> list[dict[str, Any]]:
     """The Deployment's ReplicaSets: matched by its selector and owned by its uid."""
     meta = deployment.get("metadata") or {}
-    apps = client.AppsV1Api(api)
-    namespace = meta.get("namespace", "")
-    with api_errors(api, "list", f"ReplicaSets in namespace {namespace}"):
-        listing = _json(
-            apps.list_namespaced_replica_set,
-            namespace,
-            label_selector=selector_string(deployment),
-        )
+    listing = cluster.list_objects(
+        "ReplicaSet", meta.get("namespace", ""), labels=selector_string(deployment)
+    )
     uid = meta.get("uid")
     return [
         rs
-        for rs in listing.get("items") or []
+        for rs in listing
         if any(
             ref.get("uid") == uid and ref.get("kind") == "Deployment"
             for ref in rs.get("metadata", {}).get("ownerReferences") or []
@@ -249,48 +233,8 @@ def _replica_sets(api: client.ApiClient, deployment: dict[str, Any]) -> list[dic
     ]
 
 
-def _replica_set_names(api: client.ApiClient, deployment: dict[str, Any]) -> list[str]:
-    return [rs.get("metadata", {}).get("name", "") for rs in _replica_sets(api, deployment)]
-
-
-def _wait_for_change(
-    api: client.ApiClient, namespace: str, name: str, resource_version: str, timeout_s: float
-) -> None:
-    """Return when the Deployment changes past ``resource_version``, or after ``timeout_s``."""
-    started = time.monotonic()
-    apps = client.AppsV1Api(api)
-    response: Any = None
-    try:
-        response = apps.list_namespaced_deployment(
-            namespace,
-            field_selector=f"metadata.name={name}",
-            watch=True,
-            resource_version=resource_version or None,
-            timeout_seconds=max(1, int(timeout_s)),
-            _preload_content=False,
-            _request_timeout=(5, max(timeout_s, 0.01)),
-        )
-        for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-            event = json.loads(line)
-            obj = event.get("object") or {}
-            meta = obj.get("metadata") or {}
-            # Servers may replay the current state first; only a newer version is news.
-            if meta.get("name") == name and meta.get("resourceVersion") != resource_version:
-                return
-    except (ApiException, urllib3.exceptions.HTTPError, ValueError, OSError):
-        pass  # read timeout, or no watch here: fall through to polling
-    finally:
-        if response is not None:
-            response.close()
-            response.release_conn()
-    # The watch ended early without news (or could not start): do not spin.
-    left = timeout_s - (time.monotonic() - started)
-    if left > 0:
-        time.sleep(left)
-
-
 def wait_for_rollout(
-    api: client.ApiClient,
+    cluster: Cluster,
     namespace: str,
     name: str,
     *,
@@ -307,12 +251,12 @@ def wait_for_rollout(
     started = time.monotonic()
     wall_started = time.time()
     while True:
-        deployment = read_deployment(api, namespace, name)
+        deployment = read_deployment(cluster, namespace, name)
         elapsed = time.monotonic() - started
         status = evaluate(deployment, elapsed)
         reasons: list[str] = []
         if not status.done and status.observed_generation >= status.generation:
-            reasons = failing_reasons(api, deployment, since=wall_started)
+            reasons = failing_reasons(cluster, deployment, since=wall_started)
         status = _with_reasons(status, reasons)
         if on_progress is not None:
             on_progress(status)
@@ -331,7 +275,7 @@ def wait_for_rollout(
                 [f"timeout after {timeout_s:g}s: {status.message}", *reasons],
             )
         rv = str(deployment.get("metadata", {}).get("resourceVersion", ""))
-        _wait_for_change(api, namespace, name, rv, min(poll_s, timeout_s - elapsed))
+        cluster.wait_for_change("Deployment", namespace, name, rv, min(poll_s, timeout_s - elapsed))
 
 
 def _with_reasons(status: RolloutStatus, reasons: list[str]) -> RolloutStatus:
@@ -348,11 +292,11 @@ class Revision:
     template: dict[str, Any]
 
 
-def revisions(api: client.ApiClient, namespace: str, name: str) -> list[Revision]:
+def revisions(cluster: Cluster, namespace: str, name: str) -> list[Revision]:
     """The Deployment's revisions, oldest first (what ``kubectl rollout history`` lists)."""
-    deployment = read_deployment(api, namespace, name)
+    deployment = read_deployment(cluster, namespace, name)
     found: list[Revision] = []
-    for rs in _replica_sets(api, deployment):
+    for rs in _replica_sets(cluster, deployment):
         meta = rs.get("metadata") or {}
         number = (meta.get("annotations") or {}).get(REVISION)
         if number is None or not str(number).isdigit():
@@ -370,16 +314,14 @@ def revisions(api: client.ApiClient, namespace: str, name: str) -> list[Revision
     return sorted(found, key=lambda r: r.number)
 
 
-def rollback(
-    api: client.ApiClient, namespace: str, name: str, *, to_revision: int | None = None
-) -> int:
+def rollback(cluster: Cluster, namespace: str, name: str, *, to_revision: int | None = None) -> int:
     """Put back the pod template of the previous revision (or ``to_revision``); return its
     number. Does not wait: call ``wait_for_rollout`` after it.
 
     Raises DeployError when there is no earlier revision, or no such revision.
     """
-    deployment = read_deployment(api, namespace, name)
-    history = revisions(api, namespace, name)
+    deployment = read_deployment(cluster, namespace, name)
+    history = revisions(cluster, namespace, name)
     current = (deployment.get("metadata", {}).get("annotations") or {}).get(REVISION)
     current_number = int(current) if current and str(current).isdigit() else None
     if current_number is None and history:
@@ -404,44 +346,32 @@ def rollback(
     # The controller adds this label to each ReplicaSet's copy; the Deployment's own template
     # never carries it, and keeping it would make a template that matches no ReplicaSet.
     labels.pop("pod-template-hash", None)
-    patch = [{"op": "replace", "path": "/spec/template", "value": template}]
-    apps = client.AppsV1Api(api)
-    with api_errors(api, "patch", f"Deployment {namespace}/{name}"):
-        _json(
-            apps.patch_namespaced_deployment,
-            name,
-            namespace,
-            patch,
-            _content_type="application/json-patch+json",
-        )
+    cluster.patch(
+        "Deployment",
+        namespace,
+        name,
+        [{"op": "replace", "path": "/spec/template", "value": template}],
+    )
     return target.number
 
 
-def describe(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+def describe(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """What ``infership status`` shows, as JSON-ready data: the Deployment's revision, images,
     replica counts and conditions, its pods (phase, restarts, problems), the autoscaler, and
     the canary Deployment ``<name>-canary`` when one runs."""
-    deployment = read_deployment(api, namespace, name)
-    result = _summary(api, deployment)
-    result["autoscaler"] = _autoscaler(api, namespace, name)
-    try:
-        canary = read_deployment(api, namespace, f"{name}-canary")
-    except DeployError:
-        result["canary"] = None
-    else:
-        result["canary"] = _summary(api, canary)
+    deployment = read_deployment(cluster, namespace, name)
+    result = _summary(cluster, deployment)
+    result["autoscaler"] = _autoscaler(cluster, namespace, name)
+    canary = cluster.get("Deployment", namespace, f"{name}-canary")
+    result["canary"] = None if canary is None else _summary(cluster, canary)
     return result
 
 
-def _summary(api: client.ApiClient, deployment: dict[str, Any]) -> dict[str, Any]:
+def _summary(cluster: Cluster, deployment: dict[str, Any]) -> dict[str, Any]:
     status = evaluate(deployment, 0.0)
     template = deployment.get("spec", {}).get("template") or {}
     containers = (template.get("spec") or {}).get("containers") or []
-    core = client.CoreV1Api(api)
-    with api_errors(api, "list", f"pods in namespace {status.namespace}"):
-        pods = _json(
-            core.list_namespaced_pod, status.namespace, label_selector=selector_string(deployment)
-        )
+    pods = cluster.list_objects("Pod", status.namespace, labels=selector_string(deployment))
     return {
         "name": status.name,
         "namespace": status.namespace,
@@ -459,7 +389,7 @@ def _summary(api: client.ApiClient, deployment: dict[str, Any]) -> dict[str, Any
             {k: c.get(k) for k in ("type", "status", "reason", "message")}
             for c in (deployment.get("status") or {}).get("conditions") or []
         ],
-        "pods": [_pod_summary(p) for p in pods.get("items") or []],
+        "pods": [_pod_summary(p) for p in pods],
     }
 
 
@@ -475,25 +405,12 @@ def _pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _autoscaler(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+def _autoscaler(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     # At the version the cluster serves: autoscaling/v2, or v2beta2 before 1.23 (its status
     # has the same fields).
-    from infership.k8s.apply import dynamic_client, resource_for
-    from infership.k8s.discovery import discover
-
-    kind = "HorizontalPodAutoscaler"
-    target = discover(api)
-    try:
-        resource = resource_for(dynamic_client(api), target.api_version(kind), kind, target)
-    except DeployError:
+    hpa = cluster.get("HorizontalPodAutoscaler", namespace, name)
+    if hpa is None:
         return None
-    with api_errors(api, "get", f"HorizontalPodAutoscaler {namespace}/{name}"):
-        try:
-            hpa: dict[str, Any] = resource.get(name=name, namespace=namespace).to_dict()
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
     spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
     return {
         "min": spec.get("minReplicas", 1),

@@ -65,6 +65,8 @@ class Autoscaling(_Frozen):
     min_replicas: int = Field(ge=1)
     max_replicas: int = Field(ge=1)
     target_cpu_utilization: int = Field(70, ge=1, le=100)
+    """Percent of the container's CPU request (every rendered Deployment has one, so the
+    target is always defined)."""
     custom_metric: Literal["inflight", "queue"] | None = None
     """A per-pod metric served by a metrics adapter (prometheus-adapter, KEDA) besides CPU."""
     custom_metric_target: str | None = None
@@ -92,7 +94,8 @@ class DeploySpec(_Frozen):
     http_port: int = 8000
     grpc_port: int = 8001
     replicas: int = Field(2, ge=1)
-    """Replicas when there is no autoscaler."""
+    """Replicas when there is no autoscaler (``autoscaling`` None); the CLI sets
+    ``autoscaling`` from it (``default_autoscaling``) unless a plan does."""
     autoscaling: Autoscaling | None = None
     resources: Resources = Resources()
     traffic: Literal["none", "ingress", "gateway"] = "none"
@@ -217,6 +220,30 @@ def autoscaling_from_plan(
         target_cpu_utilization=plan.hpa.target_cpu_utilization,
         custom_metric=custom_metric,
         custom_metric_target=target,
+    )
+
+
+DEFAULT_SCALE_OUT = 2
+"""Without a plan, the autoscaler may grow to this many times ``--replicas``."""
+
+
+def default_autoscaling(
+    replicas: int, custom_metric: Literal["inflight", "queue"] | None = None
+) -> Autoscaling:
+    """The autoscaler of a deployment without a capacity plan: a conservative default.
+
+    It never runs fewer than ``replicas`` pods (what the user asked for), adds pods when the
+    mean CPU use passes 70 % of the request, and stops at ``2 × replicas``: a burst can double
+    the capacity, a runaway cannot take the cluster. A plan (``--plan``) sizes all three from
+    measurements instead.
+    """
+    return Autoscaling(
+        min_replicas=replicas,
+        max_replicas=DEFAULT_SCALE_OUT * replicas,
+        custom_metric=custom_metric,
+        custom_metric_target=None
+        if custom_metric is None
+        else default_custom_target(custom_metric),
     )
 
 
