@@ -315,3 +315,46 @@ def test_canary_options_reach_run_canary(
     assert call["thresholds"].max_p99_ratio == 1.2
     assert call["spec"].image == V2
     assert call["rollout_timeout_s"] == 5
+
+
+def test_an_insecure_kubeconfig_is_one_warning_line_not_one_per_request(tmp_path: Path) -> None:
+    import warnings
+
+    import yaml
+    from urllib3.exceptions import InsecureRequestWarning
+
+    from infership.k8s.client import connect
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "lab",
+                "clusters": [
+                    {
+                        "name": "lab",
+                        "cluster": {
+                            "server": "https://127.0.0.1:9",
+                            "insecure-skip-tls-verify": True,
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "u"}}],
+            }
+        )
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cluster = connect(str(kubeconfig))
+        for _ in range(3):  # what urllib3 does on every request
+            warnings.warn("Unverified HTTPS request", InsecureRequestWarning, stacklevel=1)
+    assert caught == []
+    [note] = cluster.notes
+    assert "TLS certificate is not verified (context 'lab' sets insecure-skip-tls-verify)" in note
+
+    result = CliRunner().invoke(main, ["status", "clf", "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code == 1
+    assert result.stderr.count("warning: the API server's TLS certificate is not verified") == 1

@@ -446,3 +446,20 @@ def test_rendering_manifests_does_not_import_the_load_generator() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_environment_names_come_from_the_servers_settings() -> None:
+    from infership.k8s.manifests import server_environment, setting_env
+    from infership.settings import ServerSettings
+
+    env = server_environment(spec(models=("a",), model_key_secret="mk"))
+    # Every name the ConfigMap sets is one the server reads back.
+    settings = ServerSettings.model_validate({})  # defaults: nothing from this environment
+    assert settings.http.port == int(env["INFERSHIP_HTTP__PORT"]) == spec().http_port
+    assert set(env) == {
+        "INFERSHIP_HTTP__PORT", "INFERSHIP_GRPC__PORT", "INFERSHIP_OBSERVABILITY__LOG_FORMAT",
+        "INFERSHIP_SHUTDOWN__DELAY_S", "INFERSHIP_SHUTDOWN__TIMEOUT_S", "INFERSHIP_MODELS",
+        "INFERSHIP_AUTH__KEYS_FILE", "INFERSHIP_MODEL_SECURITY__KEY_DIR",
+    }  # fmt: skip
+    with pytest.raises(KeyError):
+        setting_env("http", "no_such_setting")

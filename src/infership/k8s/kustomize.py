@@ -22,6 +22,7 @@ from infership.k8s.manifests import (
     build_objects,
     config_checksum,
     server_environment,
+    setting_env,
 )
 from infership.k8s.render import file_name, render_document
 from infership.k8s.spec import DeploySpec
@@ -112,8 +113,8 @@ def _dev(spec: DeploySpec) -> dict[str, str]:
                 f"{spec.name}-config",
                 {
                     "data": {
-                        "INFERSHIP_AUTH__KEYS_FILE": None,
-                        "INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED": "true",
+                        setting_env("auth", "keys_file"): None,
+                        setting_env("auth", "allow_unauthenticated"): "true",
                     }
                 },
             )

@@ -129,23 +129,37 @@ def service_account(spec: DeploySpec) -> Obj:
     }
 
 
+def setting_env(*path: str) -> str:
+    """The environment variable of a server setting, named from ``ServerSettings`` itself:
+    ``setting_env("http", "port")`` is ``INFERSHIP_HTTP__PORT``. KeyError for a setting the
+    server does not have, so a renamed setting cannot leave a stale name in the manifests."""
+    from infership.settings import ServerSettings
+
+    model: Any = ServerSettings
+    for part in path:
+        model = model.model_fields[part].annotation
+    config = ServerSettings.model_config
+    delimiter = str(config.get("env_nested_delimiter") or "__")
+    return str(config.get("env_prefix") or "") + delimiter.join(path).upper()
+
+
 def server_environment(spec: DeploySpec) -> dict[str, str]:
     """The server's settings (``INFERSHIP_*``), held by the ConfigMap ``<name>-config``."""
     env = {
-        "INFERSHIP_HTTP__PORT": str(spec.http_port),
-        "INFERSHIP_GRPC__PORT": str(spec.grpc_port),
-        "INFERSHIP_OBSERVABILITY__LOG_FORMAT": "json",
-        "INFERSHIP_SHUTDOWN__DELAY_S": f"{spec.drain_delay_s:g}",
-        "INFERSHIP_SHUTDOWN__TIMEOUT_S": f"{spec.drain_timeout_s:g}",
+        setting_env("http", "port"): str(spec.http_port),
+        setting_env("grpc", "port"): str(spec.grpc_port),
+        setting_env("observability", "log_format"): "json",
+        setting_env("shutdown", "delay_s"): f"{spec.drain_delay_s:g}",
+        setting_env("shutdown", "timeout_s"): f"{spec.drain_timeout_s:g}",
     }
     if spec.models:
-        env["INFERSHIP_MODELS"] = json.dumps(list(spec.models))
+        env[setting_env("models")] = json.dumps(list(spec.models))
     if spec.keys_secret_name is not None:
-        env["INFERSHIP_AUTH__KEYS_FILE"] = f"{KEYS_DIR}/{KEYS_FILE_NAME}"
+        env[setting_env("auth", "keys_file")] = f"{KEYS_DIR}/{KEYS_FILE_NAME}"
     else:
-        env["INFERSHIP_AUTH__ALLOW_UNAUTHENTICATED"] = "true"
+        env[setting_env("auth", "allow_unauthenticated")] = "true"
     if spec.model_key_secret is not None:
-        env["INFERSHIP_MODEL_SECURITY__KEY_DIR"] = MODEL_KEYS_DIR
+        env[setting_env("model_security", "key_dir")] = MODEL_KEYS_DIR
     return env
 
 

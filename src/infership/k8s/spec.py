@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from infership.capacity_plan import CapacityPlan
 from infership.errors import ConfigError
 from infership.k8s.target import KubeTarget
+from infership.settings import GrpcSettings, HttpSettings, ShutdownSettings
 
 # DNS-1123 label: what Kubernetes accepts as a Service or Namespace name. The longest name we
 # derive is "<name>-canary" (+7), and Service names stop at 63 characters.
@@ -91,8 +92,8 @@ class DeploySpec(_Frozen):
     """The reference to deploy, ``[registry/]path[:tag][@sha256:...]``."""
     models: tuple[str, ...] = ()
     """Models of the image's repository to serve (INFERSHIP_MODELS); empty serves all."""
-    http_port: int = 8000
-    grpc_port: int = 8001
+    http_port: int = HttpSettings.model_fields["port"].default
+    grpc_port: int = GrpcSettings.model_fields["port"].default
     replicas: int = Field(2, ge=1)
     """Replicas when there is no autoscaler (``autoscaling`` None); the CLI sets
     ``autoscaling`` from it (``default_autoscaling``) unless a plan does."""
@@ -121,7 +122,7 @@ class DeploySpec(_Frozen):
     """Add the ServiceMonitor, PrometheusRule and dashboard (``infership.monitoring``)."""
     drain_delay_s: float = Field(5.0, ge=0)
     """INFERSHIP_SHUTDOWN__DELAY_S: serving on after SIGTERM while endpoints update."""
-    drain_timeout_s: float = Field(30.0, gt=0)
+    drain_timeout_s: float = Field(ShutdownSettings.model_fields["timeout_s"].default, gt=0)
     """INFERSHIP_SHUTDOWN__TIMEOUT_S: longest wait for admitted requests."""
     kubernetes: KubeTarget = KubeTarget()
     """The cluster rendered for: its version and the API versions it serves (the newest
