@@ -107,6 +107,18 @@ def rollout_options(command: F) -> F:
     )(command)
 
 
+def _threshold(flag: str, help: str) -> Callable[[F], F]:
+    """An option for the ``CanaryThresholds`` field of the same name: its default and range."""
+    field = flag.removeprefix("--").replace("-", "_")
+    return click.option(
+        flag,
+        type=_range(CanaryThresholds, field),
+        default=_default(CanaryThresholds, field),
+        show_default=True,
+        help=help,
+    )
+
+
 _CANARY_OPTIONS = [
     click.option(
         "--canary",
@@ -121,26 +133,11 @@ _CANARY_OPTIONS = [
         show_default=True,
         help="How long the canary is watched.",
     ),
-    click.option(
-        "--max-error-rate",
-        type=_range(CanaryThresholds, "max_error_rate"),
-        default=_default(CanaryThresholds, "max_error_rate"),
-        show_default=True,
-        help="Canary error rate above which it is rolled back.",
-    ),
-    click.option(
-        "--max-p99-ratio",
-        type=_range(CanaryThresholds, "max_p99_ratio"),
-        default=_default(CanaryThresholds, "max_p99_ratio"),
-        show_default=True,
-        help="Canary p99 above this many times the stable p99 rolls it back.",
-    ),
-    click.option(
+    _threshold("--max-error-rate", "Canary error rate above which it is rolled back."),
+    _threshold("--max-p99-ratio", "Canary p99 above this many times the stable p99 rolls it back."),
+    _threshold(
         "--min-requests",
-        type=_range(CanaryThresholds, "min_requests"),
-        default=_default(CanaryThresholds, "min_requests"),
-        show_default=True,
-        help="Canary requests needed for a verdict (fewer: inconclusive, rolled back).",
+        "Canary requests needed for a verdict (fewer: inconclusive, rolled back).",
     ),
 ]
 

@@ -182,6 +182,22 @@ def api_errors(api: client.ApiClient, verb: str, what: str) -> Iterator[None]:
         ) from exc
 
 
+@contextmanager
+def api_call(api: client.ApiClient, verb: str, what: str) -> Iterator[None]:
+    """``api_errors``, and every other API error (404 included) as DeployError too: for calls
+    whose caller has handled the statuses it expects inside the block."""
+    with api_errors(api, verb, what):
+        try:
+            yield
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                raise
+            raise DeployError(
+                f"the API server at {server_of(api)} refused to {verb} {what} "
+                f"({exc.status}): {status_message(exc)}"
+            ) from exc
+
+
 def read_json(response: Any) -> Any:
     """The parsed body of a call made with ``_preload_content=False``.
 

@@ -22,7 +22,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from infership.errors import DeployError
 from infership.k8s.apply import apply_objects, delete_objects, dynamic_client, resource_for
-from infership.k8s.client import api_errors, read_json, server_of, status_message
+from infership.k8s.client import api_call, read_json, server_of, status_message
 from infership.k8s.cluster import FIELD_MANAGER, Forbidden, Obj, PodUnreachable
 from infership.k8s.discovery import discover
 from infership.k8s.target import KubeTarget
@@ -73,7 +73,7 @@ class KubeCluster:
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
         what = f"namespace {name}" if namespace is None else f"{kind} {namespace}/{name}"
         typed = self._typed_get(kind)
-        with api_errors(self.api, "get", what):
+        with api_call(self.api, "get", what):
             try:
                 if typed is not None:
                     args = (name,) if namespace is None else (name, namespace)
@@ -86,75 +86,57 @@ class KubeCluster:
             except ApiException as exc:
                 if exc.status == 404:
                     return None
-                if exc.status in (401, 403):
-                    raise
-                raise DeployError(
-                    f"cannot get {what} from {self.server} ({exc.status}): {status_message(exc)}"
-                ) from exc
+                raise
 
     def list_objects(
         self, kind: str, namespace: str, *, labels: str = "", fields: str = ""
     ) -> list[Obj]:
         what = f"{_PLURAL.get(kind, kind + 's')} in namespace {namespace}"
         typed = self._typed_list(kind)
-        with api_errors(self.api, "list", what):
-            try:
-                if typed is not None:
-                    body = read_json(
-                        typed(
-                            namespace,
-                            label_selector=labels or None,
-                            field_selector=fields or None,
-                            _preload_content=False,
-                        )
-                    )
-                else:
-                    resource = self._resource(kind)
-                    if resource is None:
-                        return []  # a CRD that is not installed holds nothing
-                    body = resource.get(
-                        namespace=namespace,
+        with api_call(self.api, "list", what):
+            if typed is not None:
+                body = read_json(
+                    typed(
+                        namespace,
                         label_selector=labels or None,
                         field_selector=fields or None,
-                    ).to_dict()
-            except ApiException as exc:
-                if exc.status in (401, 403):
-                    raise
-                raise DeployError(
-                    f"cannot list {what} on {self.server} ({exc.status}): {status_message(exc)}"
-                ) from exc
+                        _preload_content=False,
+                    )
+                )
+            else:
+                resource = self._resource(kind)
+                if resource is None:
+                    return []  # a CRD that is not installed holds nothing
+                body = resource.get(
+                    namespace=namespace,
+                    label_selector=labels or None,
+                    field_selector=fields or None,
+                ).to_dict()
         return list((body or {}).get("items") or [])
 
     def patch(self, kind: str, namespace: str, name: str, operations: list[Obj]) -> None:
         what = f"{kind} {namespace}/{name}"
-        with api_errors(self.api, "patch", what):
-            try:
-                if kind == "Deployment":
-                    read_json(
-                        client.AppsV1Api(self.api).patch_namespaced_deployment(
-                            name,
-                            namespace,
-                            operations,
-                            _content_type="application/json-patch+json",
-                            _preload_content=False,
-                        )
+        with api_call(self.api, "patch", what):
+            if kind == "Deployment":
+                read_json(
+                    client.AppsV1Api(self.api).patch_namespaced_deployment(
+                        name,
+                        namespace,
+                        operations,
+                        _content_type="application/json-patch+json",
+                        _preload_content=False,
                     )
-                    return
-                resource = self._resource(kind)
-                if resource is None:
-                    raise DeployError(f"the cluster does not serve {kind}")
-                resource.patch(
-                    body=operations,
-                    name=name,
-                    namespace=namespace,
-                    content_type="application/json-patch+json",
                 )
-            except ApiException as exc:
-                if exc.status in (401, 403):
-                    raise
-                raise DeployError(
-                    f"the API server refused to patch {what} ({exc.status}): {status_message(exc)}"
-                ) from exc
+                return
+            resource = self._resource(kind)
+            if resource is None:
+                raise DeployError(f"the cluster does not serve {kind}")
+            resource.patch(
+                body=operations,
+                name=name,
+                namespace=namespace,
+                content_type="application/json-patch+json",
+            )
 
     def wait_for_change(
         self, kind: str, namespace: str, name: str, resource_version: str, timeout_s: float
