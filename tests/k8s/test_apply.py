@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from infership.errors import DeployError
-from infership.k8s.apply import apply_objects, delete_objects
+from infership.k8s.apply import FieldConflict, apply_objects, delete_objects
 from infership.k8s.deploy import find_instance, namespace_exists
 from infership.k8s.kube import KubeCluster
 from k8s.conftest import NAMESPACE, FakeCluster
@@ -54,7 +57,7 @@ def http_route() -> dict[str, Any]:
     }
 
 
-def test_every_write_is_a_forced_server_side_apply_by_infership(
+def test_every_write_is_a_server_side_apply_by_infership_that_forces_nothing(
     fake_apiserver: FakeCluster,
 ) -> None:
     with fake_apiserver.api() as api:
@@ -68,7 +71,9 @@ def test_every_write_is_a_forced_server_side_apply_by_infership(
     ]
     for patch in patches:
         assert patch.headers["Content-Type"] == "application/apply-patch+yaml"
-        assert dict(patch.params) == {"fieldManager": "infership", "force": "true"}
+        # Fields another manager holds are reported, not taken (test_live_cluster.py).
+        assert dict(patch.params).get("force", "false") == "false", patch.params
+        assert patch.params["fieldManager"] == "infership"
     # Nothing is created any other way: apply alone creates what is missing.
     assert fake_apiserver.requests("POST") == []
     assert fake_apiserver.requests("PUT") == []
@@ -186,3 +191,63 @@ def test_find_instance_lists_only_objects_labelled_with_the_instance(
         ("ConfigMap", "clf-config"),
         ("Deployment", "clf"),
     ]
+
+
+def _conflict_409(manager: str) -> ApiException:
+    """The 409 an API server answers when server-side apply meets another manager's field."""
+    error = ApiException(status=409, reason="Conflict")
+    error.body = json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "Conflict",
+            "code": 409,
+            "message": f'Apply failed with 1 conflict: conflict with "{manager}" using apps/v1',
+            "details": {
+                "causes": [
+                    {
+                        "reason": "FieldManagerConflict",
+                        "message": f'conflict with "{manager}" using apps/v1',
+                        "field": '.spec.template.spec.containers[name="server"].image',
+                    }
+                ]
+            },
+        }
+    )
+    return error
+
+
+@pytest.mark.parametrize("manager", ["infership-patch", "infership-initial-replicas"])
+def test_fields_held_by_infership_own_managers_are_taken_back(
+    fake_apiserver: FakeCluster, monkeypatch: pytest.MonkeyPatch, manager: str
+) -> None:
+    sent: list[bool] = []
+    original = DynamicClient.server_side_apply
+
+    def conflicting(self: Any, resource: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(bool(kwargs.get("force_conflicts")))
+        if not kwargs.get("force_conflicts"):
+            raise _conflict_409(manager)
+        return original(self, resource, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicClient, "server_side_apply", conflicting)
+    with fake_apiserver.api() as api:
+        apply_objects(api, [deployment("registry.example/clf:2")])
+    assert sent == [False, True]
+    assert fake_apiserver.deployed_image("clf") == "registry.example/clf:2"
+
+
+def test_fields_held_by_another_manager_stop_the_apply_naming_them(
+    fake_apiserver: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def conflicting(self: Any, resource: Any, *args: Any, **kwargs: Any) -> Any:
+        assert not kwargs.get("force_conflicts")
+        raise _conflict_409("kubectl-edit")
+
+    monkeypatch.setattr(DynamicClient, "server_side_apply", conflicting)
+    with fake_apiserver.api() as api, pytest.raises(FieldConflict) as refused:
+        apply_objects(api, [deployment("registry.example/clf:2")])
+    message = str(refused.value)
+    assert f"Deployment {NAMESPACE}/clf" in message
+    assert '.spec.template.spec.containers[name="server"].image  held by "kubectl-edit"' in message
+    assert "--force-conflicts" in message

@@ -57,7 +57,7 @@ def test_deploy_applies_every_object_and_waits_for_the_rollout(
     applied = [p for p in patches if p.headers["Content-Type"] == "application/apply-patch+yaml"]
     assert len(applied) >= 6
     managers = [p.params.get("fieldManager") for p in applied]
-    assert all(p.params["force"] == "true" for p in applied)
+    assert all(p.params.get("force", "false") == "false" for p in applied)
     # Everything as "infership" except the new Deployment's starting replica count, which
     # goes to a manager of its own so that the autoscaler, not the next deploy, owns it.
     assert managers.count("infership-initial-replicas") == 1

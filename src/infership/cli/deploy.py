@@ -133,6 +133,12 @@ def _rolling_back(namespace: str, name: str, revision: int, images: str, *, err:
     "--dry-run", is_flag=True, help="Send everything as a server dry run; change nothing."
 )
 @click.option("--no-rollback", is_flag=True, help="On failure, leave the new revision in place.")
+@click.option(
+    "--force-conflicts",
+    is_flag=True,
+    help="Take over fields that another field manager changed since (kubectl apply "
+    "--server-side, a controller); without it such a change stops the deploy.",
+)
 @canary_options
 def deploy(
     spec: DeploySpec,
@@ -143,11 +149,13 @@ def deploy(
     poll_s: float,
     dry_run: bool,
     no_rollback: bool,
+    force_conflicts: bool,
     canary: Any,
 ) -> None:
     """Deploy MODEL_REPO's image to a cluster and wait for it to be ready.
 
-    Objects are applied with server-side apply (field manager "infership"). When the new pods
+    Objects are applied with server-side apply (field manager "infership"); a field that
+    another manager changed since stops the deploy (see --force-conflicts). When the new pods
     do not become ready within --timeout, the Deployment is rolled back to its previous
     revision and the command exits 1 with the pods' reasons. With --canary, the new image
     first serves a share of the traffic beside the stable version.
@@ -167,6 +175,7 @@ def deploy(
             cluster,
             create_namespace=create_namespace,
             dry_run=dry_run,
+            force_conflicts=force_conflicts,
             rollback_on_failure=not no_rollback,
             timeout_s=timeout_s,
             poll_s=poll_s,

@@ -1,9 +1,12 @@
 """Server-side apply of rendered objects, and their deletion.
 
-Every object goes out as one ``PATCH`` with ``Content-Type: application/apply-patch+yaml``,
-``fieldManager=infership`` and ``force=true``: the API server creates what is missing, updates
-what differs and records that infership owns those fields. ``force`` takes over fields that a
-``kubectl edit`` changed since, which is what a deploy from the source of truth should do.
+Every object goes out as one ``PATCH`` with ``Content-Type: application/apply-patch+yaml``
+and ``fieldManager=infership``: the API server creates what is missing, updates what differs
+and records that infership owns those fields. A field that another manager has set since
+(``kubectl apply --server-side``, a controller, another deploy tool) is a conflict, and
+infership does not take it over silently: the deploy stops, naming each field and who holds
+it, unless ``force_conflicts`` (``--force-conflicts``) says to take them. Conflicts with
+infership's own managers (its rollbacks, the initial replica count) are always taken.
 
 The kind of each object is looked up in the cluster's discovery, so custom resources
 (HTTPRoute, ServiceMonitor) go through the same code, and a kind the cluster does not serve
@@ -12,7 +15,10 @@ fails before anything is sent, with a message that says what to install.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,7 +35,21 @@ from infership.k8s.cluster import FIELD_MANAGER
 from infership.k8s.discovery import discover
 from infership.k8s.target import KINDS, KubeTarget, served_by
 
-__all__ = ["FIELD_MANAGER", "apply_objects", "delete_objects", "dynamic_client", "resource_for"]
+__all__ = [
+    "FIELD_MANAGER",
+    "FieldConflict",
+    "apply_objects",
+    "delete_objects",
+    "dynamic_client",
+    "resource_for",
+]
+
+
+class FieldConflict(DeployError):
+    """Server-side apply met fields that another field manager holds."""
+
+
+_MANAGER = re.compile(r'conflict with "([^"]+)"')
 
 
 # What each API group that a cluster may lack takes to install.
@@ -108,11 +128,14 @@ def apply_objects(
     *,
     field_manager: str = FIELD_MANAGER,
     dry_run: bool = False,
+    force_conflicts: bool = False,
 ) -> list[dict[str, Any]]:
     """Server-side apply each object in order; return what the server answered for each.
 
     ``dry_run`` sends ``dryRun=All``: the server validates, defaults and answers, and stores
     nothing. All kinds are resolved before the first write, so a missing CRD changes nothing.
+    Raises FieldConflict when another field manager holds fields of an object, unless
+    ``force_conflicts``; the objects before it stay applied.
     """
     dyn = dynamic_client(api)
     target = discover(api)
@@ -120,16 +143,26 @@ def apply_objects(
     applied: list[dict[str, Any]] = []
     for obj, resource in zip(objects, resources, strict=True):
         meta = obj.get("metadata", {})
+        send = functools.partial(
+            resource.server_side_apply,
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace") if resource.namespaced else None,
+            field_manager=field_manager,
+            dry_run="All" if dry_run else None,
+        )
         with api_errors(api, "apply", _describe(obj)):
             try:
-                result = resource.server_side_apply(
-                    body=obj,
-                    name=meta["name"],
-                    namespace=meta.get("namespace") if resource.namespaced else None,
-                    field_manager=field_manager,
-                    force_conflicts=True,
-                    dry_run="All" if dry_run else None,
-                )
+                try:
+                    result = send(force_conflicts=force_conflicts)
+                except ApiException as exc:
+                    conflicts = _conflicts(exc)
+                    if not conflicts:
+                        raise
+                    if any(not manager.startswith(FIELD_MANAGER) for manager, _ in conflicts):
+                        raise FieldConflict(_conflict_message(obj, conflicts)) from exc
+                    # Only infership's own managers (a rollback, the first replica count).
+                    result = send(force_conflicts=True)
             except ApiException as exc:
                 if exc.status in (401, 403):
                     raise
@@ -138,6 +171,34 @@ def apply_objects(
                 ) from exc
         applied.append(result.to_dict())
     return applied
+
+
+def _conflicts(exc: ApiException) -> list[tuple[str, str]]:
+    """(manager, field) for each field-manager conflict a 409 reports; empty for other errors."""
+    if exc.status != 409:
+        return []
+    try:
+        causes = json.loads(exc.body or "{}").get("details", {}).get("causes", [])
+    except (TypeError, ValueError, AttributeError):
+        return []
+    found = []
+    for cause in causes if isinstance(causes, list) else []:
+        if not isinstance(cause, dict) or cause.get("reason") != "FieldManagerConflict":
+            continue
+        manager = _MANAGER.search(str(cause.get("message", "")))
+        found.append((manager.group(1) if manager else "?", str(cause.get("field", "?"))))
+    return found
+
+
+def _conflict_message(obj: dict[str, Any], conflicts: list[tuple[str, str]]) -> str:
+    fields = "\n".join(f'  {field}  held by "{manager}"' for manager, field in conflicts)
+    held = "a field" if len(conflicts) == 1 else f"{len(conflicts)} fields"
+    return (
+        f"{_describe(obj)}: {held} that infership sets changed under another field manager "
+        f"since infership last applied it:\n{fields}\n"
+        "infership does not take them over silently: undo that change, or rerun with "
+        "--force-conflicts to take them back"
+    )
 
 
 def delete_objects(

@@ -25,7 +25,10 @@ from infership.k8s.target import KubeTarget
 Obj = dict[str, Any]
 
 FIELD_MANAGER = "infership"
-"""The field manager of every server-side apply infership makes."""
+"""The field manager of every server-side apply infership makes. Its other managers start
+with it, so that an apply knows their fields as its own to take back."""
+PATCH_FIELD_MANAGER = f"{FIELD_MANAGER}-patch"
+"""The field manager of infership's JSON patches: a rollback's template."""
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 
@@ -61,10 +64,13 @@ class Cluster(Protocol):
         *,
         dry_run: bool = False,
         field_manager: str = FIELD_MANAGER,
+        force_conflicts: bool = False,
     ) -> list[Obj]:
-        """Server-side apply each object in order (``force``: infership's fields win); return
-        what the server answered. A kind the cluster does not serve fails before any write.
-        ``dry_run``: validated and defaulted by the server, stored nowhere."""
+        """Server-side apply each object in order; return what the server answered. A kind
+        the cluster does not serve fails before any write. ``dry_run``: validated and
+        defaulted by the server, stored nowhere. Fields another manager holds raise
+        FieldConflict (a DeployError) unless ``force_conflicts``; infership's own managers'
+        fields are always taken."""
         ...
 
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:

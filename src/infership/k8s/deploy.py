@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from infership.errors import DeployError, RolloutFailed
-from infership.k8s.cluster import INSTANCE_LABEL, Cluster, Forbidden, Obj
+from infership.k8s.cluster import FIELD_MANAGER, INSTANCE_LABEL, Cluster, Forbidden, Obj
 from infership.k8s.manifests import build_objects, compatibility_notes
 from infership.k8s.rollout import RolloutStatus, images, rollback, wait_for_rollout
 from infership.k8s.spec import DeploySpec
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from infership.k8s.analysis import CanaryThresholds
     from infership.k8s.canary import CanaryProgress, CanaryReport
 
-REPLICAS_FIELD_MANAGER = "infership-initial-replicas"
+REPLICAS_FIELD_MANAGER = f"{FIELD_MANAGER}-initial-replicas"
 """Owns ``spec.replicas`` of a Deployment that an autoscaler scales (see
 ``_hand_replicas_to_the_autoscaler``); infership's own applies never set that field."""
 
@@ -127,6 +127,7 @@ def deploy(
     *,
     create_namespace: bool = False,
     dry_run: bool = False,
+    force_conflicts: bool = False,
     rollback_on_failure: bool = True,
     timeout_s: float = 300.0,
     poll_s: float = 2.0,
@@ -166,7 +167,7 @@ def deploy(
 
     ns, name = spec.namespace, spec.name
     existed = cluster.get("Deployment", ns, name) is not None
-    applied = cluster.apply(objects, dry_run=dry_run)
+    applied = cluster.apply(objects, dry_run=dry_run, force_conflicts=force_conflicts)
     seen.applied(spec, applied, dry_run=dry_run)
     if dry_run:
         return Outcome(spec, tuple(applied), dry_run=True)

@@ -23,7 +23,13 @@ from kubernetes.watch.watch import iter_resp_lines
 from infership.errors import DeployError
 from infership.k8s.apply import apply_objects, delete_objects, dynamic_client, resource_for
 from infership.k8s.client import api_call, read_json, server_of, status_message
-from infership.k8s.cluster import FIELD_MANAGER, Forbidden, Obj, PodUnreachable
+from infership.k8s.cluster import (
+    FIELD_MANAGER,
+    PATCH_FIELD_MANAGER,
+    Forbidden,
+    Obj,
+    PodUnreachable,
+)
 from infership.k8s.discovery import discover
 from infership.k8s.target import KubeTarget
 
@@ -64,8 +70,15 @@ class KubeCluster:
         *,
         dry_run: bool = False,
         field_manager: str = FIELD_MANAGER,
+        force_conflicts: bool = False,
     ) -> list[Obj]:
-        return apply_objects(self.api, objects, field_manager=field_manager, dry_run=dry_run)
+        return apply_objects(
+            self.api,
+            objects,
+            field_manager=field_manager,
+            dry_run=dry_run,
+            force_conflicts=force_conflicts,
+        )
 
     def delete(self, objects: Iterable[Obj], *, missing_ok: bool = True) -> None:
         delete_objects(self.api, objects, missing_ok=missing_ok)
@@ -123,6 +136,7 @@ class KubeCluster:
                         name,
                         namespace,
                         operations,
+                        field_manager=PATCH_FIELD_MANAGER,
                         _content_type="application/json-patch+json",
                         _preload_content=False,
                     )
@@ -135,6 +149,7 @@ class KubeCluster:
                 body=operations,
                 name=name,
                 namespace=namespace,
+                field_manager=PATCH_FIELD_MANAGER,
                 content_type="application/json-patch+json",
             )
 
