@@ -483,8 +483,8 @@ def test_a_healthy_canary_is_promoted_on_its_pods_metrics(
     assert canary.versions["2"] > 0, canary.versions
     assert stable.outcomes["http 200"] > 0, stable.outcomes
     # Not asserted: that the stable Service lost nothing while the promotion rolled its single
-    # pod over. One run here saw 220 ConnectErrors (of 1,835) in that step, which the 3-replica
-    # rolling update does not; unexplained yet, so the count is printed above, not hidden.
+    # pod over. One run of two here saw 220 ConnectErrors (of 1,835) in that step, which the
+    # 3-replica rolling update does not; unexplained yet, so the count is printed above.
 
     assert _canary_objects(kube, namespace) == []
     current = client.AppsV1Api(kube).read_namespaced_deployment(NAME, namespace)
