@@ -12,6 +12,6 @@ sock="$RUN/containerd/containerd.sock"
 [ -S "$sock" ] || { echo "cluster/load.sh: no cluster is up (no $sock); run make cluster" >&2; exit 1; }
 for image in "$@"; do
   start=$(date +%s)
-  podman save --format docker-archive "$image" | ctr --address "$sock" -n k8s.io images import - >/dev/null
+  podman save -q --format docker-archive "$image" | ctr --address "$sock" -n k8s.io images import - >/dev/null
   echo "cluster: loaded $image ($(($(date +%s) - start)) s)" >&2
 done

@@ -136,7 +136,7 @@ if [ ! -s "$pause_tar" ]; then
   gcc -static -Os -o "$context/pause" "$here/pause.c"
   printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$context/Containerfile"
   podman build -q -t "$PAUSE_IMAGE" "$context" >/dev/null
-  podman save --format docker-archive -o "$pause_tar.partial" "$PAUSE_IMAGE" >/dev/null
+  podman save -q --format docker-archive -o "$pause_tar.partial" "$PAUSE_IMAGE" >/dev/null
   mv "$pause_tar.partial" "$pause_tar"
   rm -rf "$context"
 fi

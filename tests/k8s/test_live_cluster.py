@@ -292,8 +292,8 @@ def test_rollouts_that_cannot_become_ready_are_rolled_back_with_the_reason(
 
     for image, timeout, reason in [
         # Not in the cluster's runtime, and no registry to pull it from.
-        ("registry.invalid/infership/missing:1", "30s", "ErrImagePull|ImagePullBackOff"),
-        (images.crashes, "30s", "CrashLoopBackOff|Error"),
+        ("registry.invalid/infership/missing:1", "20s", "ErrImagePull|ImagePullBackOff"),
+        (images.crashes, "20s", "CrashLoopBackOff|Error"),
         (images.never_ready, "30s", "not ready|Unhealthy|Readiness"),
     ]:
         broken = deploy(namespace, image, "--replicas", "1", timeout=timeout)
