@@ -33,6 +33,17 @@ from k8s.fakeapi import FakeApiServer
 
 NAMESPACE = "ml"
 
+LIVE_MEASUREMENTS = pytest.StashKey[list[str]]()
+"""Lines test_live_cluster.py measured, shown in the run's summary."""
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    lines = config.stash.get(LIVE_MEASUREMENTS, [])
+    if lines:
+        terminalreporter.section("live cluster")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 @dataclass
 class FakeCluster:

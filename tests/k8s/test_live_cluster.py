@@ -34,6 +34,7 @@ from click.testing import CliRunner, Result
 from image.conftest import base_image, example_image, podman  # noqa: F401
 from infership.app import EXAMPLE_REPOSITORY
 from infership.cli import main
+from k8s.conftest import LIVE_MEASUREMENTS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -166,6 +167,18 @@ def _overloaded(base: str) -> str:
 
 
 @pytest.fixture
+def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured line; the run's summary shows them under "live cluster" (CI's log
+    too, where passing tests' output is hidden)."""
+
+    def record(line: str) -> None:
+        print(line)
+        request.config.stash.setdefault(LIVE_MEASUREMENTS, []).append(line)
+
+    return record
+
+
+@pytest.fixture
 def namespace(kube: Any) -> Iterator[str]:
     from kubernetes import client
 
@@ -251,7 +264,7 @@ def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def test_three_replicas_classify_through_the_service_and_update_under_load_losing_nothing(
-    kube: Any, images: Images, namespace: str
+    kube: Any, images: Images, namespace: str, measured: Callable[[str], None]
 ) -> None:
     first = deploy(namespace, images.v1, "--replicas", "3")
     assert first.exit_code == 0, first.output
@@ -275,8 +288,8 @@ def test_three_replicas_classify_through_the_service_and_update_under_load_losin
         second = deploy(namespace, images.v2, "--replicas", "3")
         took = time.monotonic() - started
         time.sleep(2)  # and after it, on the new pods only
-    print(f"rolling update to v2 in {took:.1f} s under load: {dict(load.outcomes)}, "
-          f"failed requests: {load.failed}")  # fmt: skip
+    measured(f"rolling update to v2 in {took:.1f} s under load: {dict(load.outcomes)}, "
+             f"failed requests: {load.failed}")  # fmt: skip
     assert second.exit_code == 0, second.output
     assert "rolled out: revision 2" in second.stdout
     assert load.outcomes["http 200"] > 50, load.outcomes
@@ -428,7 +441,7 @@ def _canary_objects(kube: Any, namespace: str) -> list[str]:
 
 
 def test_a_canary_that_errors_is_rolled_back_on_its_pods_metrics(
-    kube: Any, images: Images, namespace: str
+    kube: Any, images: Images, namespace: str, measured: Callable[[str], None]
 ) -> None:
     from kubernetes import client
 
@@ -441,8 +454,8 @@ def test_a_canary_that_errors_is_rolled_back_on_its_pods_metrics(
     result, stable, canary = _canary_under_load(kube, namespace, images.overloaded)
     took = time.monotonic() - started
     print(result.output)
-    print(f"erroring canary rolled back in {took:.1f} s; the test's clients saw stable "
-          f"{dict(stable.outcomes)}, canary {dict(canary.outcomes)}")  # fmt: skip
+    measured(f"erroring canary rolled back in {took:.1f} s; the test's clients saw stable "
+             f"{dict(stable.outcomes)}, canary {dict(canary.outcomes)}")  # fmt: skip
     assert result.exit_code == 1, result.output
     assert "verdict: fail, rolled back" in result.stdout, result.output
     assert re.search(r"canary error rate \d+\.\d\d% is above the limit 1\.00%", result.stdout)
@@ -462,7 +475,7 @@ def test_a_canary_that_errors_is_rolled_back_on_its_pods_metrics(
 
 
 def test_a_healthy_canary_is_promoted_on_its_pods_metrics(
-    kube: Any, images: Images, namespace: str
+    kube: Any, images: Images, namespace: str, measured: Callable[[str], None]
 ) -> None:
     from kubernetes import client
 
@@ -475,9 +488,9 @@ def test_a_healthy_canary_is_promoted_on_its_pods_metrics(
     result, stable, canary = _canary_under_load(kube, namespace, images.v2, "--max-p99-ratio", "3")
     took = time.monotonic() - started
     print(result.output)
-    print(f"healthy canary promoted in {took:.1f} s; the test's clients saw stable "
-          f"{dict(stable.outcomes)} {dict(stable.versions)}, canary {dict(canary.outcomes)} "
-          f"{dict(canary.versions)}")  # fmt: skip
+    measured(f"healthy canary promoted in {took:.1f} s; the test's clients saw stable "
+             f"{dict(stable.outcomes)} {dict(stable.versions)}, canary {dict(canary.outcomes)} "
+             f"{dict(canary.versions)}")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "verdict: pass, promoted" in result.stdout, result.output
     assert canary.versions["2"] > 0, canary.versions
