@@ -13,8 +13,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=cluster/versions.sh
 . "$here/versions.sh"
 export KUBECONFIG="$RUN/kubeconfig"
-start=$(date +%s.%N)
-step() { printf 'cluster: %5.1f s  %s\n' "$(echo "$(date +%s.%N) - $start" | bc)" "$*" >&2; }
+start=$(date +%s%N)
+step() {
+  local tenths=$((($(date +%s%N) - start) / 100000000))
+  printf 'cluster: %3d.%d s  %s\n' $((tenths / 10)) $((tenths % 10)) "$*" >&2
+}
 # Wait up to $1 seconds for a command to succeed.
 wait_for() {
   local seconds=$1
@@ -39,7 +42,6 @@ if [ -f "$RUN/pki/admin.token" ] && api_ready >/dev/null 2>&1 && node_ready 2>/d
 fi
 "$here/down.sh" >/dev/null 2>&1 || true  # a half-started cluster from an earlier run
 
-command -v bc >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 install -y -qq bc >/dev/null; }
 "$here/packages.sh"
 "$here/build.sh" >/dev/null
 step "binaries ready in $BIN"
