@@ -161,6 +161,17 @@ class AccuracyCheckFailed(OptimizeFailed):
     """The rewritten model strays from the original beyond the allowed bounds; not written."""
 
 
+class ImportFailed(OperatorError):
+    """A model could not be imported: its framework is not installed, it cannot be exported
+    (the message names the layer, transform or setting), or the repository refuses it.
+    Nothing is written."""
+
+
+class ParityFailed(ImportFailed):
+    """The servable model's answers differ from the original's beyond the tolerance. The
+    message names the output and by how much; nothing is written."""
+
+
 class BuildError(OperatorError):
     """No container engine was found, or it failed to build or push an image."""
 
