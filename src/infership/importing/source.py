@@ -44,10 +44,12 @@ class ImportOptions:
 
     name: str
     """The model's name in the repository (its folder)."""
-    example_inputs: Mapping[str, Array] | None = None
+    example_inputs: Mapping[str, Any] | Any = None
     """Public inputs, batch-major (rows on the first axis), as the served model will take
-    them: the rows the parity check runs and the shapes the exporter traces. None: the source
-    draws a sample from the signature, or says that it needs examples."""
+    them: the rows the parity check runs and the shapes the exporter traces. A mapping of
+    input name to array, or one array (or tensor, or DataFrame) for a model of one input: read
+    it with ``example_arrays``. None: the source draws a sample from the signature, or says
+    that it needs examples."""
     labels: tuple[str, ...] | None = None
     """Class names, in score order, for classifiers whose framework does not carry them."""
     preprocess: Any = None
@@ -119,6 +121,26 @@ class Source(ABC):
     def export(self, model: object, options: ImportOptions, version_dir: Path) -> Exported:
         """Write the servable files into ``version_dir`` (empty, existing) and describe them.
         Raises ImportFailed with a message that names what could not be exported, and why."""
+
+
+def example_arrays(options: ImportOptions, default_name: str) -> dict[str, Array] | None:
+    """``options.example_inputs`` as numpy arrays by input name: one array given alone is
+    named ``default_name``; torch tensors and DataFrames become arrays."""
+    given = options.example_inputs
+    if given is None:
+        return None
+    named = dict(given) if isinstance(given, Mapping) else {default_name: given}
+    arrays = {}
+    for key, value in named.items():
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        elif hasattr(value, "to_numpy"):  # a pandas DataFrame or Series
+            value = value.to_numpy()
+        arrays[str(key)] = np.asarray(value)
+    if not arrays:
+        raise ImportFailed("example_inputs is empty")
+    rows(arrays)
+    return arrays
 
 
 def rows(examples: Mapping[str, Array]) -> int:
