@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "rollback": "infership.cli.deploy:rollback_command",
     "delete": "infership.cli.deploy:delete",
     "manifests": "infership.cli.manifests:manifests",
+    "import": "infership.cli.importing:import_command",
+    "verify-parity": "infership.cli.importing:verify_parity",
 }
 
 

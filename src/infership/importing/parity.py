@@ -52,6 +52,8 @@ class Tolerance:
         )
 
 
+DEFAULT_TOLERANCE = Tolerance()
+
 DEFAULTS: dict[str, tuple[float, float]] = {
     "float16": (1e-2, 1e-2),
     "float32": (1e-4, 1e-3),
@@ -205,7 +207,7 @@ def check_parity(
     original: Mapping[str, Array],
     examples: Mapping[str, Array],
     checks: Mapping[str, Check],
-    tolerance: Tolerance = Tolerance(),
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
 ) -> ParityReport:
     """Serve ``repository/name/version`` with the server's code and compare its answers on
     ``examples`` with ``original`` (the original's outputs on the same rows). Raises

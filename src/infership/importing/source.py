@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from infership.errors import ImportFailed
-from infership.types import Array
+from infership.types import Array, TensorSpec, numpy_dtype
 
 Check = Literal["close", "top1", "cosine", "exact"]
 """How one output is compared with the original's:
@@ -141,6 +141,32 @@ def example_arrays(options: ImportOptions, default_name: str) -> dict[str, Array
         raise ImportFailed("example_inputs is empty")
     rows(arrays)
     return arrays
+
+
+FREE_DIMENSION = 4
+"""What a -1 dimension other than the batch axis becomes in a drawn sample."""
+
+
+def sample_inputs(specs: tuple[TensorSpec, ...], count: int = 8, seed: int = 0) -> dict[str, Array]:
+    """``count`` rows drawn from a signature, for a model imported without examples: standard
+    normal floats, small non-negative integers, booleans. BYTES inputs cannot be drawn
+    (ImportFailed asks for examples)."""
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, Array] = {}
+    for spec in specs:
+        shape = (count, *(d if d > 0 else FREE_DIMENSION for d in spec.shape[1:]))
+        if spec.datatype == "BYTES":
+            raise ImportFailed(
+                f"input {spec.name!r} is BYTES (strings or encoded files): give example_inputs"
+            )
+        dtype = numpy_dtype(spec.datatype)
+        if dtype.kind == "f":
+            drawn[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            drawn[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        else:
+            drawn[spec.name] = rng.integers(0, 10, shape).astype(dtype)
+    return drawn
 
 
 def rows(examples: Mapping[str, Array]) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from infership.errors import AccuracyCheckFailed, ConfigError, ModelLoadError
 from infership.optimize.compare import Accuracy, Speed, accuracy, speed
 from infership.optimize.samples import sample_feeds
 from infership.optimize.transform import Mode, transform
+from infership.repository.digests import add_digests
 from infership.repository.manifest import MANIFEST_NAME, ModelManifest, load_manifest
 from infership.runtimes.onnx import OnnxRuntime
 
@@ -109,7 +109,14 @@ def optimize(
         scratch.rename(final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _record_digests(manifest_path, manifest, source, target, final)
+    add_digests(
+        manifest_path,
+        {
+            f"{target}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(final.iterdir())
+            if f"{source}/{p.name}" in manifest.sha256 or p.name == manifest.artifact
+        },
+    )
     return OptimizeReport(
         model=model_dir.name,
         mode=mode,
@@ -171,23 +178,3 @@ def _enforce(checked: Accuracy, gates: Gates, top1: bool) -> None:
             f"lowest cosine similarity to the original is {checked.min_cosine:.{digits}f}, "
             f"{shortfall:.{digits}f} below the gate of {gates.min_cosine}; nothing written"
         )
-
-
-def _record_digests(
-    manifest_path: Path, manifest: ModelManifest, source: int, target: int, final: Path
-) -> None:
-    """Add the new version's files to ``sha256:``, editing the text so comments survive."""
-    lines = [
-        f"  {target}/{p.name}: {hashlib.sha256(p.read_bytes()).hexdigest()}"
-        for p in sorted(final.iterdir())
-        if f"{source}/{p.name}" in manifest.sha256 or p.name == manifest.artifact
-    ]
-    text = manifest_path.read_text(encoding="utf-8")
-    block = re.search(r"^sha256:[ \t]*(\{\s*\})?[ \t]*$", text, flags=re.MULTILINE)
-    if block is None:
-        text = text.rstrip("\n") + "\nsha256:\n" + "\n".join(lines) + "\n"
-    else:
-        head, tail = text[: block.start()], text[block.end() :]
-        text = head + "sha256:\n" + "\n".join(lines) + tail
-    manifest_path.write_text(text, encoding="utf-8")
-    load_manifest(manifest_path)  # the edit must leave a valid manifest
