@@ -277,7 +277,7 @@ def _booster_original(
         if task.objective == "multi:softmax":  # predicts class ids: probabilities from margins
             margins = np.asarray(booster.predict(matrix, output_margin=True))
             shifted: Array = np.exp(margins - margins.max(axis=1, keepdims=True))
-            return shifted / shifted.sum(axis=1, keepdims=True)
+            return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
         return np.asarray(booster.predict(matrix, validate_features=False))
 
     def run(feed: dict[str, Array]) -> dict[str, Array]:

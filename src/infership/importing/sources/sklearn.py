@@ -280,14 +280,33 @@ def _convert(
             return skl2onnx.convert_sklearn(
                 model,
                 initial_types=initial_types(examples, data_types),
-                # ZipMap would answer a list of {class: probability} maps: one tensor instead.
-                options={id(model): {"zipmap": False}} if kind == "classifier" else None,
+                options=_converter_options(model, kind, examples),
                 target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
             )
     except ImportFailed:
         raise
     except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, TypeError...
         raise conversion_failed(model, exc, "skl2onnx") from exc
+
+
+SCALERS = ("StandardScaler", "RobustScaler", "MaxAbsScaler")
+
+
+def _converter_options(
+    model: object, kind: Kind, examples: Mapping[str, Array]
+) -> dict[int, dict[str, Any]]:
+    options: dict[int, dict[str, Any]] = {}
+    if kind == "classifier":
+        # ZipMap would answer a list of {class: probability} maps: one tensor instead.
+        options[id(model)] = {"zipmap": False}
+    if all(a.dtype != np.float64 for a in examples.values()):
+        # scikit-learn scales in float64 and rounds once to float32; skl2onnx's default Scaler
+        # multiplies by 1/scale in float32, which moves values across the thresholds of the
+        # trees that follow. Scale in double, as scikit-learn does.
+        for _, part in walk(model):
+            if from_package(part, "sklearn") and type(part).__name__ in SCALERS:
+                options.setdefault(id(part), {})["div"] = "div_cast"
+    return options
 
 
 def conversion_failed(model: object, exc: Exception, converter: str) -> ImportFailed:
@@ -372,12 +391,18 @@ def save_graph(graph: Any, path: Path) -> Any:
 
 
 def signature_notes(session: Any, converter: str) -> list[str]:
-    def one(arg: Any) -> str:
-        return f"{arg.name} {arg.type.removeprefix('tensor(').removesuffix(')')} {arg.shape}"
+    """The served signature, for the report: ``input FP32 [-1, 64]``."""
+    from infership.runtimes.onnx import OnnxRuntime
 
-    ins = ", ".join(one(a) for a in session.get_inputs())
-    outs = ", ".join(one(a) for a in session.get_outputs())
-    return [f"converted with {converter}: inputs {ins}; outputs {outs}"]
+    signature = OnnxRuntime(session, Path(ARTIFACT))
+
+    def listed(specs: tuple[TensorSpec, ...]) -> str:
+        return ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs)
+
+    return [
+        f"converted with {converter}: inputs {listed(signature.inputs)}; "
+        f"outputs {listed(signature.outputs)}"
+    ]
 
 
 def manifest(kind: Kind, examples: Mapping[str, Array]) -> dict[str, Any]:
