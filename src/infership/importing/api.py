@@ -22,6 +22,7 @@ import numpy as np
 from infership.errors import ImportFailed, InfershipError, ParityFailed
 from infership.importing import registry, writer
 from infership.importing.parity import (
+    BATCH_ROWS,
     DEFAULT_TOLERANCE,
     ParityReport,
     Tolerance,
@@ -29,7 +30,6 @@ from infership.importing.parity import (
     describe,
 )
 from infership.importing.source import Exported, ImportOptions, Source, rows
-from infership.types import Array
 
 REPORT = "import-report.json"
 
@@ -241,8 +241,15 @@ def _parity(
 ) -> ParityReport:
     examples = {k: np.asarray(v) for k, v in exported.examples.items()}
     rows(examples)
+    # A model that cannot batch may not take all rows at once in the original either.
+    one_at_a_time = exported.manifest.get("batching", {}).get("max_batch_size", 2) == 1
     try:
-        original: dict[str, Array] = exported.original(dict(examples))
+        if one_at_a_time:
+            answers = [exported.original({k: v[i : i + 1] for k, v in examples.items()})
+                       for i in range(rows(examples))]  # fmt: skip
+            original = {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
+        else:
+            original = exported.original(dict(examples))
     except Exception as exc:
         raise ImportFailed(
             f"the original model failed on the example inputs: {type(exc).__name__}: {exc}"
@@ -250,7 +257,11 @@ def _parity(
     missing = sorted(set(exported.checks) - set(original))
     if missing:
         raise ImportFailed(f"the original model gave no output {missing[0]!r} to compare")
-    return check_parity(repository, name, version, original, examples, exported.checks, tolerance)
+    batch_rows = 1 if one_at_a_time else BATCH_ROWS
+    checks = exported.checks
+    return check_parity(
+        repository, name, version, original, examples, checks, tolerance, batch_rows
+    )
 
 
 def name_from(path: Path) -> str:

@@ -93,6 +93,8 @@ class ParityReport:
     batch: tuple[OutputParity, ...]
     """Each output of all rows in one request against the same rows one request each."""
     samples: int
+    batch_rows: int = BATCH_ROWS
+    """Rows asked in one request for the batch check; 1: the model cannot batch."""
 
     @property
     def passed(self) -> bool:
@@ -111,6 +113,7 @@ class ParityReport:
         return {
             "passed": self.passed,
             "samples": self.samples,
+            "batch_rows": self.batch_rows,
             "outputs": [asdict(o) | {"passed": o.passed} for o in self.outputs],
             "batch": [asdict(o) | {"passed": o.passed} for o in self.batch],
         }
@@ -208,11 +211,15 @@ def check_parity(
     examples: Mapping[str, Array],
     checks: Mapping[str, Check],
     tolerance: Tolerance = DEFAULT_TOLERANCE,
+    batch_rows: int = BATCH_ROWS,
 ) -> ParityReport:
     """Serve ``repository/name/version`` with the server's code and compare its answers on
-    ``examples`` with ``original`` (the original's outputs on the same rows). Raises
-    ParityFailed when the staged version does not load or cannot answer."""
-    return asyncio.run(_check(repository, name, version, original, examples, checks, tolerance))
+    ``examples`` with ``original`` (the original's outputs on the same rows), then the rows
+    asked ``batch_rows`` at a time against one at a time (1: a model that cannot batch, not
+    checked). Raises ParityFailed when the staged version does not load or cannot answer."""
+    return asyncio.run(
+        _check(repository, name, version, original, examples, checks, tolerance, batch_rows)
+    )
 
 
 async def _check(
@@ -223,6 +230,7 @@ async def _check(
     examples: Mapping[str, Array],
     checks: Mapping[str, Check],
     tolerance: Tolerance,
+    batch_rows: int,
 ) -> ParityReport:
     from infership.loader import ModelLoader
     from infership.metrics import Metrics
@@ -248,8 +256,8 @@ async def _check(
                     raise ParityFailed(f"the exported model cannot answer: {exc}") from exc
 
             one_by_one = [await ask(_rows(examples, [i])) for i in range(count)]
-            repeat = [i % count for i in range(max(count, BATCH_ROWS))]
-            batched = await ask(_rows(examples, repeat))
+            repeat = [i % count for i in range(max(count, batch_rows))]
+            batched = await ask(_rows(examples, repeat)) if batch_rows > 1 else None
         finally:
             await model.stop(drain=False)
     served = {n: np.concatenate([np.asarray(a[n]) for a in one_by_one]) for n in checks}
@@ -262,8 +270,9 @@ async def _check(
     batch = tuple(
         compare(n, check, served[n][repeat], np.asarray(batched[n]), tolerance)
         for n, check in checks.items()
+        if batched is not None
     )
-    return ParityReport(outputs, batch, count)
+    return ParityReport(outputs, batch, count, batch_rows)
 
 
 def _rows(examples: Mapping[str, Array], index: list[int]) -> dict[str, Array]:
@@ -272,7 +281,8 @@ def _rows(examples: Mapping[str, Array], index: list[int]) -> dict[str, Array]:
 
 def describe(report: ParityReport) -> str:
     """The report as a short table, one line per output."""
-    lines = [f"parity on {report.samples} rows (then {BATCH_ROWS} in one batch):"]
+    batched = f"then {report.batch_rows} in one batch" if report.batch_rows > 1 else "one by one"
+    lines = [f"parity on {report.samples} rows ({batched}):"]
     for o in report.outputs:
         measured = []
         if o.max_abs_diff is not None:
@@ -286,11 +296,12 @@ def describe(report: ParityReport) -> str:
         verdict = "ok" if o.passed else f"FAILED: {o.problem}"
         lines.append(f"  {o.name:<16} {o.check:<6} {'; '.join(measured)}  {verdict}")
     broken = [o for o in report.batch if not o.passed]
-    lines.append(
-        "  batch axis: rows agree alone and batched"
-        if not broken
-        else f"  batch axis FAILED: {broken[0].name}: {broken[0].problem}"
-    )
+    if report.batch_rows == 1:
+        lines.append("  batch axis: none (max_batch_size 1), not checked")
+    elif broken:
+        lines.append(f"  batch axis FAILED: {broken[0].name}: {broken[0].problem}")
+    else:
+        lines.append("  batch axis: rows agree alone and batched")
     return "\n".join(lines)
 
 
