@@ -194,9 +194,10 @@ class _Parts:
 
 
 def _parts(given: object, options: ImportOptions) -> _Parts:
-    model, preprocess = (
-        (given.model, given.preprocess) if isinstance(given, Loaded) else (given, None)
-    )
+    model: Any = given
+    preprocess: Any = None
+    if isinstance(given, Loaded):
+        model, preprocess = given.model, given.preprocess
     kind = _kind(model)
     if kind == "pipeline":
         task = str(model.task)
