@@ -17,9 +17,11 @@ from infership.importing.source import Source
 SOURCES: dict[str, str] = {
     "mlflow": "infership.importing.sources.mlflow:MlflowSource",
     "huggingface": "infership.importing.sources.huggingface:HuggingFaceSource",
-    "torch": "infership.importing.sources.torch:TorchSource",
+    # A Keras 3 model on the torch backend is also an nn.Module: Keras' own export names its
+    # inputs and outputs, the torch importer would look for forward()'s parameters.
     "keras": "infership.importing.sources.keras:KerasSource",
     "tensorflow": "infership.importing.sources.tensorflow:SavedModelSource",
+    "torch": "infership.importing.sources.torch:TorchSource",
     "boosting": "infership.importing.sources.boosting:BoostingSource",
     "sklearn": "infership.importing.sources.sklearn:SklearnSource",
     "onnx": "infership.importing.sources.onnx:OnnxSource",
