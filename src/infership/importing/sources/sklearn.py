@@ -234,9 +234,11 @@ def _drawn(model: object) -> tuple[dict[str, Array], None, list[str]]:
 
 
 def _servable(name: str, array: Array) -> Array:
-    """Strings become object arrays (BYTES); other dtypes must have an ONNX tensor type."""
-    if array.dtype.kind in "US":
-        return array.astype(object)
+    """The column as a client sends it: strings as BYTES (an object array of UTF-8 ``bytes``,
+    as the server decodes them off the wire); other dtypes must have an ONNX tensor type."""
+    if array.dtype.kind in "USO":
+        flat = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(array.shape)
     if array.dtype.kind not in "fiubO":
         raise ImportFailed(f"example input {name!r} has dtype {array.dtype}, which ONNX lacks")
     return array
@@ -414,6 +416,9 @@ def manifest(kind: Kind, examples: Mapping[str, Array]) -> dict[str, Any]:
         "artifact": ARTIFACT,
         "batching": {"max_batch_size": batch},
     }
+    if any(a.dtype == object for a in examples.values()):
+        # The warm-up batch would be empty strings: a category no encoder was fitted on.
+        settings["warmup"] = False
     if kind == "classifier":
         classification = {"output": PROBABILITIES, "softmax": False, "label_output": TOP_LABELS}
         settings["postprocess"] = {"classification": classification}
