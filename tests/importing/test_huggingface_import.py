@@ -58,12 +58,12 @@ REVIEWS = {
     "dull and lifeless": 0,
     "worst movie of the year": 0,
 }
-HELD_OUT = [
-    "what a great and moving film",
-    "I loved the acting, superb",
-    "dull, awful and lifeless",
-    "I hated this terrible movie",
-]
+HELD_OUT = {  # not trained on
+    "what a great and moving film": 1,
+    "I loved the acting, superb": 1,
+    "dull, awful and lifeless": 0,
+    "I hated this terrible movie": 0,
+}
 COLOURS = ("red", "green", "blue")
 
 
@@ -190,7 +190,7 @@ def test_text_classifier_is_served_with_its_tokenizer_and_labels(
     tmp_path: Path, sentiment: Any, tokenizer: Any
 ) -> None:
     report = save_model(
-        sentiment, tmp_path, "sentiment", preprocess=tokenizer, example_inputs=HELD_OUT
+        sentiment, tmp_path, "sentiment", preprocess=tokenizer, example_inputs=list(HELD_OUT)
     )
 
     manifest = load_manifest(tmp_path / "sentiment" / "model.yaml")
@@ -213,8 +213,8 @@ def test_text_classifier_is_served_with_its_tokenizer_and_labels(
     np.testing.assert_allclose(served["logits"], expected, atol=1e-4, rtol=1e-3)
     labels = [row[0].decode() for row in served["label"]]
     assert labels == [LABELS[i] for i in expected.argmax(axis=1)]
-    # The labels mean something: the toy reviews are classified as they were labelled.
-    assert labels[len(HELD_OUT) :] == [LABELS[v] for v in REVIEWS.values()]
+    # The labels mean something: reviews, old and new, are classified as they were labelled.
+    assert labels == [LABELS[v] for v in (*HELD_OUT.values(), *REVIEWS.values())]
 
 
 def test_saved_folder_is_imported_from_safetensors(
@@ -248,10 +248,10 @@ def test_pickled_weights_are_refused_without_consent(
 def test_a_pipeline_brings_its_own_tokenizer(
     tmp_path: Path, sentiment: Any, tokenizer: Any
 ) -> None:
-    pipe = transformers.pipeline("text-classification", model=sentiment, tokenizer=tokenizer)
+    pipe = transformers.pipeline("sentiment-analysis", model=sentiment, tokenizer=tokenizer)
     assert for_object(pipe).name == "huggingface"
 
-    report = save_model(pipe, tmp_path, "sentiment", example_inputs=HELD_OUT)
+    report = save_model(pipe, tmp_path, "sentiment", example_inputs=list(HELD_OUT))
 
     assert report.parity.passed
     assert report.parity.outputs[0].top1_agreement == 1.0
@@ -364,13 +364,20 @@ def test_convnext_crop_pct_becomes_resize_shorter_then_crop(tmp_path: Path) -> N
     assert (image.resize, image.resize_shorter, image.interpolation) == ((32, 32), 36, "bicubic")
 
 
-def test_shorter_side_and_centre_crop_are_mapped() -> None:
-    processor = transformers.CLIPImageProcessorPil()  # shortest_edge 224, crop 224x224, bicubic
+@pytest.mark.parametrize(
+    ("processor", "shorter"),
+    [
+        ("CLIPImageProcessorPil", 224),  # shortest_edge 224, then a 224x224 crop
+        ("MobileNetV2ImageProcessorPil", 256),  # its own steps add only segmentation maps
+    ],
+)
+def test_shorter_side_and_centre_crop_are_mapped(processor: str, shorter: int) -> None:
+    made = getattr(transformers, processor)()
 
-    mapped, _ = image_preprocess(processor)
+    mapped, _ = image_preprocess(made)
 
-    assert (mapped["resize"], mapped["resize_shorter"]) == ([224, 224], 224)
-    assert mapped["mean"] == pytest.approx(list(processor.image_mean))
+    assert (mapped["resize"], mapped["resize_shorter"]) == ([224, 224], shorter)
+    assert mapped["mean"] == pytest.approx(list(made.image_mean))
 
 
 @pytest.mark.parametrize(

@@ -52,6 +52,8 @@ TEXT_CLASSIFICATION = "text-classification"
 FEATURE_EXTRACTION = "feature-extraction"
 IMAGE_CLASSIFICATION = "image-classification"
 TASKS = (TEXT_CLASSIFICATION, FEATURE_EXTRACTION, IMAGE_CLASSIFICATION)
+_TASK_ALIASES = {"sentiment-analysis": TEXT_CLASSIFICATION}
+"""Pipelines keep the task name they were made with."""
 
 SAMPLE_TEXTS = (
     "A man is eating food.",
@@ -200,7 +202,7 @@ def _parts(given: object, options: ImportOptions) -> _Parts:
         model, preprocess = given.model, given.preprocess
     kind = _kind(model)
     if kind == "pipeline":
-        task = str(model.task)
+        task = _TASK_ALIASES.get(str(model.task), str(model.task))
         if task not in TASKS:
             raise ImportFailed(
                 f"a {task!r} pipeline: this importer exports {', '.join(TASKS)} pipelines"
@@ -666,6 +668,16 @@ _BASE_MODULES = (
     "transformers.image_processing_utils_fast",
 )
 _STEPS = ("preprocess", "_preprocess", "resize", "center_crop", "rescale", "normalize")
+_KNOWN_STEPS: dict[str, tuple[set[str], set[str]]] = {
+    # Its own resize: the shorter side to size/crop_pct, then a centre crop (_geometry).
+    "ConvNextImageProcessor": ({"resize", "_preprocess"}, {"crop_pct"}),
+    # Their own steps add segmentation maps (do_reduce_labels applies to those only); images
+    # go through the standard resize, crop, rescale and normalise.
+    "BeitImageProcessor": ({"preprocess", "_preprocess"}, {"do_reduce_labels"}),
+    "MobileNetV2ImageProcessor": ({"preprocess", "_preprocess"}, {"do_reduce_labels"}),
+}
+"""Processor classes with steps of their own whose effect on images is known: the steps
+allowed and the extra settings they read."""
 _INTERPOLATION = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
 """PIL's resampling filters (``PILImageResampling``) that the server's Pillow resize uses too."""
 _IGNORED = {
@@ -746,8 +758,12 @@ def image_preprocess(processor: Any, channels: int = 3) -> tuple[dict[str, Any],
     notes for the report); ImportFailed names the setting the server cannot reproduce."""
     kind = type(processor).__name__
     convnext = kind.startswith("ConvNextImageProcessor")
-    _refuse_own_steps(processor, allowed={"resize", "_preprocess"} if convnext else set())
-    _refuse_unmapped(processor, {"crop_pct"} if convnext else set())
+    steps, settings = next(
+        (known for prefix, known in _KNOWN_STEPS.items() if kind.startswith(prefix)),
+        (set(), set()),
+    )
+    _refuse_own_steps(processor, allowed=steps)
+    _refuse_unmapped(processor, settings)
     if channels not in (1, 3):
         raise ImportFailed(f"num_channels {channels}: images are decoded as RGB or grayscale")
     if not getattr(processor, "do_resize", False):
