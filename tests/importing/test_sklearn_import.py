@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infership.errors import ImportFailed, ParityFailed
+from infership.errors import ImportFailed
 from infership.importing import import_path, save_model
 from infership.importing.source import ImportOptions
 from infership.importing.sources.sklearn import SklearnSource
@@ -216,12 +216,6 @@ def test_a_dataframe_of_numbers_is_served_as_one_input(tmp_path: Path) -> None:
     assert any("inputs input FP32 [-1, 4]" in note for note in report.notes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ParityFailed,
-    reason="runtimes/onnx.py hands BYTES inputs to onnxruntime as bytes; tensor(string) inputs "
-    "need str, so a one-hot encoder sees unknown categories (the parity check catches it)",
-)
 def test_named_columns_with_strings_are_served_one_input_per_column(tmp_path: Path) -> None:
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OneHotEncoder

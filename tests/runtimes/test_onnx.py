@@ -68,3 +68,31 @@ def test_compute_errors_become_inference_failed() -> None:
     runtime = load_runtime("onnx", MODEL, OnnxOptions(intra_op_threads=1))
     with pytest.raises(InferenceFailed, match="onnxruntime failed"):
         runtime.infer({"input": np.zeros((1, 3, 32, 32), dtype=np.float32)})
+
+
+def string_model(tmp_path: Path) -> Path:
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["words"], ["same"])],
+        "strings",
+        [helper.make_tensor_value_info("words", TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("same", TensorProto.STRING, ["n"])],
+    )
+    path = tmp_path / "strings.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bytes_inputs_reach_a_string_model_as_text(tmp_path: Path) -> None:
+    runtime = load_runtime("onnx", string_model(tmp_path), OnnxOptions())
+    words = np.array([b"caf\xc3\xa9", "tea"], dtype=object)
+    assert runtime.infer({"words": words})["same"].tolist() == ["café", "tea"]
+
+
+def test_bytes_that_are_not_utf8_are_the_clients_error(tmp_path: Path) -> None:
+    from infership.errors import InvalidRequest
+
+    runtime = load_runtime("onnx", string_model(tmp_path), OnnxOptions())
+    with pytest.raises(InvalidRequest, match=r"input 'words' holds bytes that are not UTF-8"):
+        runtime.infer({"words": np.array([b"\xff"], dtype=object)})

@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
-from infership.errors import InferenceFailed, ModelLoadError
+from infership.errors import InferenceFailed, InvalidRequest, ModelLoadError
 from infership.repository.manifest import OnnxOptions
 from infership.runtimes.base import Runtime
 from infership.types import Array, TensorSpec
@@ -57,6 +58,7 @@ class OnnxRuntime(Runtime):
         self._session = session
         self._path = path
         self._output_names = [spec.name for spec in self.outputs]
+        self._text_inputs = tuple(spec.name for spec in self.inputs if spec.datatype == "BYTES")
 
     @classmethod
     def load(cls, path: Path, options: OnnxOptions, data: bytes | None = None) -> OnnxRuntime:
@@ -91,11 +93,24 @@ class OnnxRuntime(Runtime):
         self._session = None
 
     def infer(self, inputs: dict[str, Array]) -> dict[str, Array]:
+        for name in self._text_inputs:
+            if name in inputs:
+                inputs = {**inputs, name: _as_text(name, inputs[name])}
         try:
             results = self._session.run(self._output_names, inputs)
         except Exception as exc:
             raise InferenceFailed(f"{self._path}: onnxruntime failed: {exc}") from exc
         return dict(zip(self._output_names, results, strict=True))
+
+
+def _as_text(name: str, array: Array) -> Array:
+    """BYTES elements as ``str``: an ONNX string tensor compares text, and onnxruntime gives
+    ``bytes`` elements no error, only matches that never hit (an encoder's unknown category)."""
+    try:
+        text = [v.decode("utf-8") if isinstance(v, bytes) else v for v in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"input {name!r} holds bytes that are not UTF-8 text") from None
+    return np.array(text, dtype=object).reshape(array.shape)
 
 
 def _providers(options: OnnxOptions) -> list[str]:
