@@ -13,9 +13,11 @@ most servable flavour present is chosen (``--set flavor=NAME`` overrides):
   with the directory copied into the version folder and the signature from ``MLmodel``.
 
 Nothing here runs code from the directory without consent: ``MLmodel`` is read with the
-bounded YAML reader, skops files load only the types skops trusts by default (never the list
-the directory itself names), and pickles (``serialization_format: pickle``, a ``PythonModel``,
-a pickled ``nn.Module``) need ``settings["trust_pickle"]``, because unpickling runs code.
+bounded YAML reader, skops files load as the sklearn importer loads them (the types skops
+trusts by default, and those named in ``settings["trusted"]``; never the list the directory
+itself names in ``skops_trusted_types``), and pickles (``serialization_format: pickle``, a
+``PythonModel``, a pickled ``nn.Module``) need ``settings["trust_pickle"]``, because
+unpickling runs code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
@@ -35,7 +38,7 @@ from infership.errors import ConfigError, ImportFailed
 from infership.importing import registry
 from infership.importing.source import Check, Exported, ImportOptions, Source, rows
 from infership.safeyaml import read_yaml
-from infership.types import Array, datatype_of
+from infership.types import Array, datatype_of, numpy_dtype
 
 MLMODEL = "MLmodel"
 COPY = "mlflow_model"
@@ -204,7 +207,7 @@ def _onnx(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> Load
 def _sklearn(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> Loaded:
     path = _inside(folder, conf.get("pickled_model"), "the sklearn flavour's pickled_model")
     if conf.get("serialization_format", "pickle") == "skops":
-        return "sklearn", _skops(path, options)
+        return "sklearn", _path_load("sklearn", path, options)
     _consent(options, f"{path} is a {conf.get('serialization_format', 'pickle')} file:")
     return "sklearn", _mlflow_load("sklearn", folder)
 
@@ -226,7 +229,7 @@ def _lightgbm(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> 
     path = _inside(folder, conf.get("data"), "the lightgbm flavour's data")
     fmt = conf.get("serialization_format")
     if fmt == "skops":
-        return "boosting", _skops(path, options)
+        return "boosting", _path_load("sklearn", path, options)
     if path.suffix == ".lgb":  # a Booster's own text format
         import lightgbm  # type: ignore[import-untyped,unused-ignore]
 
@@ -292,27 +295,14 @@ def _path_load(name: str, path: Path, options: ImportOptions) -> object:
     return _importer(name).load(path, options)
 
 
-def _skops(path: Path, options: ImportOptions) -> object:
-    """A skops file with the types skops trusts by default. The ``skops_trusted_types`` that
-    ``MLmodel`` lists are not taken: they come from the same directory as the file."""
-    import skops.io  # type: ignore[import-untyped,unused-ignore]
-
-    untrusted = list(skops.io.get_untrusted_types(file=str(path)))
-    if untrusted and not _truthy(options.settings.get("trust_pickle")):
-        raise ImportFailed(
-            f"{path} holds types skops does not trust by default: {', '.join(untrusted)}; "
-            "loading them runs their code: with settings={'trust_pickle': True} "
-            "(--set trust_pickle=true) they are trusted"
-        )
-    return skops.io.load(str(path), trusted=untrusted or None)
-
-
 def _mlflow_load(flavour: str, folder: Path) -> object:
     """A pickled model through mlflow's own loader (after consent): it knows the pickle module
     the model was saved with and the code paths it needs."""
-    module = importlib.import_module(f"mlflow.{flavour}")
     try:
-        return module.load_model(str(folder))
+        with warnings.catch_warnings():  # mlflow's advice (type hints, pickles) on import
+            warnings.simplefilter("ignore")
+            module = importlib.import_module(f"mlflow.{flavour}")
+            return module.load_model(str(folder))
     except Exception as exc:  # mlflow and unpickling raise anything
         raise ImportFailed(f"mlflow.{flavour} cannot load {folder}: {exc}") from exc
 
@@ -322,7 +312,10 @@ def _delegate(model: MlflowModel, options: ImportOptions, version_dir: Path) -> 
     if options.example_inputs is None:
         example = read_input_example(model.folder, model.meta)
         if example is not None:
-            options = replace(options, example_inputs=_as_frame(example))
+            given = _as_frame(example)
+            if model.target == "onnx":
+                given = _fit_to_graph(model.model, given)
+            options = replace(options, example_inputs=given)
     try:
         exported = _importer(model.target).export(model.model, options, version_dir)
     except ImportFailed as exc:
@@ -336,8 +329,34 @@ def _delegate(model: MlflowModel, options: ImportOptions, version_dir: Path) -> 
     exported.notes.insert(
         0, f"MLflow {model.flavour} flavour, exported by the {model.target} importer"
     )
-    exported.framework = f"MLflow {_version(model.meta)} {model.flavour} flavour: {exported.framework}"
+    exported.framework = (
+        f"MLflow {_version(model.meta)} {model.flavour} flavour: {exported.framework}"
+    )
     return exported
+
+
+def _fit_to_graph(graph: Any, example: Any) -> Any:
+    """The example named and typed as the ONNX graph's inputs: mlflow's onnx flavour saves no
+    signature, and JSON's numbers read back as float64."""
+    inputs = getattr(getattr(graph, "graph", None), "input", None)
+    if inputs is None:  # the file's bytes: no onnx package to read it with
+        return example
+    from onnx import helper
+
+    weights = {tensor.name for tensor in graph.graph.initializer}
+    typed = {
+        i.name: helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
+        for i in inputs
+        if i.name not in weights  # IR < 4 lists initializers among the inputs
+    }
+    if not isinstance(example, Mapping):
+        if len(typed) != 1:
+            return example
+        example = {next(iter(typed)): example}
+    return {
+        name: np.asarray(value).astype(typed[name]) if name in typed else value
+        for name, value in example.items()
+    }
 
 
 def _version(meta: Mapping[str, Any]) -> str:
@@ -373,14 +392,63 @@ def read_input_example(folder: Path, meta: Mapping[str, Any]) -> Example | None:
             if info.get("pandas_orient", "split") != "split":
                 return None
             columns = list(zip(*data["data"], strict=True)) if data["data"] else []
-            return Example(True, {_key(c): np.asarray(v) for c, v in zip(data["columns"], columns)})
-        if isinstance(data, dict):
-            data = data.get("inputs", data)
-        if isinstance(data, dict):
-            return Example(False, {str(k): np.asarray(v) for k, v in data.items()})
-        return Example(False, {None: np.asarray(data)})
+            pairs = zip(data["columns"], columns, strict=True)
+            values: dict[str | int | None, Array] = {_key(c): np.asarray(v) for c, v in pairs}
+        else:
+            if isinstance(data, dict):
+                data = data.get("inputs", data)
+            if isinstance(data, dict):
+                values = {str(k): np.asarray(v) for k, v in data.items()}
+            else:
+                values = {None: np.asarray(data)}
+        # JSON has one kind of number: the signature says which dtype each value had.
+        dtypes = _example_dtypes(signature_schema(meta, "inputs") or [])
+        for key, dtype in dtypes.items():
+            if key in values and dtype.kind != "O":
+                values[key] = values[key].astype(dtype)
+        return Example(info["type"] == "dataframe", values)
     except (ValueError, KeyError, TypeError) as exc:
         raise ImportFailed(f"{path}: not an input example mlflow writes: {exc}") from exc
+
+
+_COLUMN_DTYPES = {
+    "boolean": np.dtype(np.bool_),
+    "integer": np.dtype(np.int32),
+    "long": np.dtype(np.int64),
+    "float": np.dtype(np.float32),
+    "double": np.dtype(np.float64),
+}
+
+
+def _example_dtypes(schema: list[dict[str, Any]]) -> dict[str | int | None, np.dtype[Any]]:
+    """The dtype of each input the schema names (None: the one unnamed tensor), where known."""
+    dtypes: dict[str | int | None, np.dtype[Any]] = {}
+    for position, spec in enumerate(schema):
+        name = spec.get("name")
+        if spec.get("type") == "tensor":
+            try:
+                dtypes[name] = np.dtype(str((spec.get("tensor-spec") or {}).get("dtype")))
+            except TypeError:
+                continue
+        elif spec.get("type") in _COLUMN_DTYPES:
+            dtypes[position if name is None else str(name)] = _COLUMN_DTYPES[spec["type"]]
+    return dtypes
+
+
+def signature_schema(meta: Mapping[str, Any], part: str) -> list[dict[str, Any]] | None:
+    """``signature.inputs`` or ``signature.outputs`` of MLmodel (JSON text), parsed; None when
+    the model has none. ImportFailed when it is not a list of specs."""
+    signature = meta.get("signature")
+    raw = signature.get(part) if isinstance(signature, dict) else None
+    if not raw:
+        return None
+    try:
+        schema = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise ImportFailed(f"{MLMODEL}: signature {part}: not JSON: {exc}") from exc
+    if not isinstance(schema, list) or not all(isinstance(spec, dict) for spec in schema):
+        raise ImportFailed(f"{MLMODEL}: signature {part} is not a list of columns or tensors")
+    return schema
 
 
 def _key(column: object) -> str | int:
@@ -391,7 +459,7 @@ def _as_frame(example: Example) -> Any:
     """The example as the framework's importer takes it: a DataFrame, an array, or a mapping."""
     if example.frame:
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
         except ModuleNotFoundError:
             return np.column_stack(list(example.values.values()))
         return pd.DataFrame(example.values)
@@ -458,37 +526,34 @@ def _tensor(name: str, key: str | None, spec: Mapping[str, Any]) -> _Input:
     try:
         datatype = datatype_of(np.empty(0, dtype=dtype))
     except Exception as exc:
-        raise ImportFailed(f"the MLflow signature's tensor {name!r} has dtype {dtype}: {exc}") from exc
+        raise ImportFailed(
+            f"the MLflow signature's tensor {name!r} has dtype {dtype}: {exc}"
+        ) from exc
     return _Input(name, key, dtype, datatype, shape)
 
 
 def _schema(model: MlflowModel, example: Any) -> list[dict[str, Any]]:
     """MLmodel's input schema, or one mlflow infers from the example when it has none."""
-    signature = model.meta.get("signature")
-    raw = signature.get("inputs") if isinstance(signature, dict) else None
-    if raw:
-        try:
-            schema = json.loads(raw) if isinstance(raw, str) else raw
-        except ValueError as exc:
-            raise ImportFailed(f"{model.folder / MLMODEL}: signature inputs: {exc}") from exc
-        if not isinstance(schema, list) or not all(isinstance(s, dict) for s in schema):
-            raise ImportFailed(f"{model.folder / MLMODEL}: signature inputs are not a list")
+    schema = signature_schema(model.meta, "inputs")
+    if schema is not None:
         return schema
     if example is None:
         raise ImportFailed(
             f"{model.folder / MLMODEL} has no signature and no input example: give "
             "example_inputs (a DataFrame or array as the model's predict takes it)"
         )
-    from mlflow.models import infer_signature  # type: ignore[import-untyped,unused-ignore]
+    with warnings.catch_warnings():  # mlflow's advice on import and on integer columns
+        warnings.simplefilter("ignore")
+        from mlflow.models import infer_signature  # type: ignore[import-untyped,unused-ignore]
 
-    inferred: list[dict[str, Any]] = infer_signature(example).inputs.to_dict()
+        inferred: list[dict[str, Any]] = infer_signature(example).inputs.to_dict()
     return inferred
 
 
 def _public(layout: str, inputs: list[_Input], given: Any) -> dict[str, Array]:
     """Example rows as the served model takes them, from a DataFrame, an array or a mapping."""
-    if hasattr(given, "columns") and hasattr(given, "__getitem__"):  # a DataFrame
-        given = {spec.name: given[spec.key].to_numpy() for spec in inputs}
+    if hasattr(given, "columns") and hasattr(given, "to_numpy"):  # a DataFrame
+        given = {column: given[column].to_numpy() for column in given.columns}
     elif not isinstance(given, Mapping):
         array = np.asarray(given)
         if layout == "tensor":
@@ -499,25 +564,22 @@ def _public(layout: str, inputs: list[_Input], given: Any) -> dict[str, Array]:
             raise ImportFailed(f"example_inputs: give a mapping of {[s.name for s in inputs]}")
     found: dict[str, Array] = {}
     for spec in inputs:
-        value = given.get(spec.name, given.get(spec.key)) if spec.key is not None else None
-        if value is None:
-            value = given.get(spec.name)
-        if value is None:
+        key = next((k for k in (spec.name, spec.key) if k is not None and k in given), None)
+        if key is None:
             raise ImportFailed(f"example_inputs have no {spec.name!r}")
-        found[spec.name] = _as_datatype(np.asarray(value), spec)
+        found[spec.name] = _as_datatype(np.asarray(given[key]), spec)
     rows(found)
     return found
 
 
 def _as_datatype(array: Array, spec: _Input) -> Array:
-    if spec.datatype == "BYTES":
-        return np.array(
-            [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.reshape(-1)],
-            dtype=object,
-        ).reshape(array.shape)
-    from infership.types import numpy_dtype
-
-    return array.astype(numpy_dtype(spec.datatype), copy=False)
+    if spec.datatype != "BYTES":
+        return array.astype(numpy_dtype(spec.datatype), copy=False)
+    encoded = np.empty(array.shape, dtype=object)
+    for index, value in np.ndenumerate(array):
+        item: Any = value
+        encoded[index] = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+    return encoded
 
 
 def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path) -> Exported:
@@ -537,7 +599,9 @@ def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path
     else:
         examples = _public(layout, inputs, given)
     pyfunc = _load_pyfunc(model.folder)
-    probe = mlflow_pyfunc.Adapter({"layout": layout, "inputs": [i.option() for i in inputs], "outputs": []})
+    probe = mlflow_pyfunc.Adapter(
+        {"layout": layout, "inputs": [i.option() for i in inputs], "outputs": []}
+    )
     try:
         result = pyfunc.predict(probe.join(examples))
     except Exception as exc:  # the model's own code
@@ -561,7 +625,12 @@ def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path
     notes += _write_requirements(model.folder, version_dir)
     manifest: dict[str, Any] = {
         "runtime": "python",
-        "python": {"module": "model.py", "class": "Model", "options": python_options},
+        "python": {
+            "module": "model.py",
+            "class": "Model",
+            "options": python_options,
+            **_execution(options),
+        },
         "inputs": [i.config() for i in inputs],
         "outputs": [{"name": n, "datatype": d, "shape": list(s)} for n, _, d, s in outputs],
         "batching": batching,
@@ -583,6 +652,25 @@ def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path
     )
 
 
+def _execution(options: ImportOptions) -> dict[str, Any]:
+    """``python.execution`` and ``python.workers`` from the settings of the same names; the
+    server's defaults otherwise (worker processes, one per core: a pyfunc model's code may hold
+    the GIL, and a crash in it stays out of the server)."""
+    chosen: dict[str, Any] = {}
+    execution = options.settings.get("execution")
+    if execution is not None:
+        if execution not in ("process", "thread"):
+            raise ImportFailed(f"setting 'execution' is process or thread, not {execution!r}")
+        chosen["execution"] = execution
+    workers = options.settings.get("workers")
+    if workers is not None:
+        try:
+            chosen["workers"] = int(workers)
+        except ValueError as exc:
+            raise ImportFailed(f"setting 'workers' is a number, not {workers!r}") from exc
+    return chosen
+
+
 def _drawn(inputs: list[_Input]) -> dict[str, Array]:
     from infership.importing.source import sample_inputs
     from infership.types import TensorSpec
@@ -591,10 +679,10 @@ def _drawn(inputs: list[_Input]) -> dict[str, Array]:
 
 
 def _load_pyfunc(folder: Path) -> Any:
-    import mlflow.pyfunc  # type: ignore[import-untyped,unused-ignore]
+    from infership.importing.sources import mlflow_pyfunc
 
     try:
-        return mlflow.pyfunc.load_model(str(folder))
+        return mlflow_pyfunc.load(folder)
     except Exception as exc:  # mlflow, unpickling and the model's own code raise anything
         raise ImportFailed(f"mlflow.pyfunc cannot load {folder}: {exc}") from exc
 
@@ -629,13 +717,8 @@ def _outputs(
 
 
 def _output_tensor_shape(meta: Mapping[str, Any]) -> tuple[int, ...] | None:
-    signature = meta.get("signature")
-    raw = signature.get("outputs") if isinstance(signature, dict) else None
-    try:
-        schema = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        return None
-    if isinstance(schema, list) and len(schema) == 1 and isinstance(schema[0], dict):
+    schema = signature_schema(meta, "outputs")
+    if schema is not None and len(schema) == 1:
         tensor = schema[0].get("tensor-spec")
         if isinstance(tensor, dict) and isinstance(tensor.get("shape"), list):
             return tuple(int(d) for d in tensor["shape"])
@@ -654,7 +737,10 @@ def _copy_model(folder: Path, target: Path) -> None:
 def _write_requirements(folder: Path, version_dir: Path) -> list[str]:
     """The version's requirements.txt: mlflow-skinny and pandas (pyfunc's loader) and the
     model's own requirements, each pinned to the version the parity check ran with."""
-    lines = [_pinned("mlflow-skinny") or _pinned("mlflow") or "mlflow", _pinned("pandas") or "pandas"]
+    lines = [
+        _pinned("mlflow-skinny") or _pinned("mlflow") or "mlflow",
+        _pinned("pandas") or "pandas",
+    ]
     notes = []
     own = folder / "requirements.txt"
     if own.is_file():

@@ -26,6 +26,7 @@ one output without a key is the whole result (an array, a list, a Series, a one-
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,21 @@ class Model:
     """The ``runtime: python`` class: loads the copied MLflow model once per process."""
 
     def __init__(self, folder: Path, options: dict[str, Any]) -> None:
-        import mlflow.pyfunc  # type: ignore[import-untyped,unused-ignore]
-
         self.adapter = Adapter(options)
-        self.model = mlflow.pyfunc.load_model(str(folder / options["model"]))
+        self.model = load(folder / options["model"])
 
     def predict(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.adapter.predict(self.model.predict, batch)
+
+
+def load(folder: Path) -> Any:
+    """``mlflow.pyfunc.load_model``, without the advice mlflow gives as warnings on import and
+    load (add type hints, pickles are unsafe): the server's log is not where its reader is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import mlflow.pyfunc  # type: ignore[import-untyped,unused-ignore]
+
+        return mlflow.pyfunc.load_model(str(folder))
 
 
 class Adapter:
@@ -64,9 +73,11 @@ class Adapter:
     def join(self, batch: Mapping[str, np.ndarray]) -> Any:
         """The served inputs as ``predict`` takes them."""
         if self.layout == "columns":
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-            columns = {spec["key"]: _column(batch[spec["name"]], spec["type"]) for spec in self.inputs}
+            columns = {
+                spec["key"]: _column(batch[spec["name"]], spec["type"]) for spec in self.inputs
+            }
             return pd.DataFrame(columns)
         if self.layout == "tensor":
             return np.asarray(batch[self.inputs[0]["name"]])
