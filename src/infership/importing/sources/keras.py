@@ -42,6 +42,7 @@ from infership.importing.sources.onnx_graph import (
     check_graph,
     converter_errors,
     describe,
+    never_read,
     rename_io,
     require,
     softmax_outputs,
@@ -160,6 +161,9 @@ def export_keras(model: Any, options: ImportOptions, version_dir: Path) -> Expor
     inputs = _input_names(model, given)
     outputs = _output_names(model, [v.name for v in graph.graph.output], softmax_outputs(graph))
     exported_inputs = [v.name for v in graph.graph.input]
+    if len(exported_inputs) < len(inputs):  # torch.onnx drops an input nothing reads
+        dropped = [n for n in inputs if n not in exported_inputs] or inputs
+        raise ImportFailed(never_read(dropped[0], _converter(backend)))
     if len(exported_inputs) != len(inputs):
         raise ImportFailed(
             f"the exported graph has {len(exported_inputs)} inputs, the model {len(inputs)}"

@@ -187,11 +187,16 @@ def check_graph(model: Any, converter: str, logged: list[str]) -> None:
         )
     unread = unread_inputs(model)
     if unread:
-        raise ImportFailed(
-            f"the exported graph never reads input {unread[0]!r}: the model computed its "
-            f"answer outside the framework's ops (numpy or plain Python), which {converter} "
-            "recorded as a constant; use the framework's ops throughout"
-        )
+        raise ImportFailed(never_read(unread[0], converter))
+
+
+def never_read(name: str, converter: str) -> str:
+    """Why a graph ignores (or lacks) one of the model's inputs."""
+    return (
+        f"the exported graph never reads input {name!r}: the model computed its answer outside "
+        f"the framework's ops (numpy or plain Python), which {converter} recorded as a "
+        "constant; use the framework's ops throughout"
+    )
 
 
 def classification(
