@@ -13,7 +13,7 @@ declare -A PACKAGES=(
   [fastapi]="fastapi==0.165.0 uvicorn[standard]==0.54.0"
   [litserve]="litserve==0.2.19"
   [bentoml]="bentoml==1.4.39"
-  [mlserver]="mlserver==1.7.1 uvloop==0.21.0"  # MLServer 1.7.1 does not start with uvloop 0.22+
+  [mlserver]="mlserver==1.7.1 mlserver-sklearn==1.7.1 mlserver-xgboost==1.7.1 scikit-learn==1.9.1 xgboost==3.2.0 uvloop==0.21.0"  # MLServer 1.7.1 does not start with uvloop 0.22+; its sklearn/xgboost runtimes load the models with the versions .venv fits them with
   [rayserve]="ray[serve]==2.60.0"
 )
 names=("$@")
