@@ -79,6 +79,7 @@ class Plan:
     slice_s: float
     warmup_s: float
     rounds: int
+    models: tuple[str, ...] = MODELS
 
 
 FULL = Plan(4.0, 0.8, 3)
@@ -171,7 +172,7 @@ def start_ours(repository: Path) -> Server:
     return Server("infership", suite.Process(argv, ready), url, f"grpc://127.0.0.1:{grpc_port}")
 
 
-def start_mlserver(folder: Path) -> Server:
+def start_mlserver(folder: Path, extra_env: dict[str, str]) -> Server:
     if not (MLSERVER_VENV / "bin" / "mlserver").exists():
         raise SystemExit("no MLServer virtualenv: run bench/peers/setup.sh mlserver")
     port, grpc_port, metrics_port = distinct_ports(3)
@@ -181,6 +182,7 @@ def start_mlserver(folder: Path) -> Server:
         "MLSERVER_HTTP_PORT": str(port),
         "MLSERVER_GRPC_PORT": str(grpc_port),
         "MLSERVER_METRICS_PORT": str(metrics_port),
+        **extra_env,
     }
     argv = [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(folder)]  # fmt: skip
     ready = f"{url}/v2/health/ready"
@@ -331,7 +333,7 @@ def alternate(all_targets: list[Target], plan: Plan) -> None:
     for index in range(plan.rounds):
         suite._log(f"round {index + 1} of {plan.rounds}")
         for c in LOADS:
-            for model in MODELS:
+            for model in plan.models:
                 chosen = [t for t in all_targets if t.model == model]
                 for t in chosen if index % 2 == 0 else chosen[::-1]:
                     piece = one_slice(t, c, plan)
@@ -364,7 +366,7 @@ def ratios(by_name: dict[str, Target], c: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_all(plan: Plan, work: Path) -> dict[str, Any]:
+def run_all(plan: Plan, work: Path, mlserver_env: dict[str, str]) -> dict[str, Any]:
     suite._log("fitting the models")
     models = fit()
     suite._log("importing them (infership.save_model) and saving them for MLServer")
@@ -374,7 +376,7 @@ def run_all(plan: Plan, work: Path) -> dict[str, Any]:
     # readiness probe answered by the other's gRPC port fails with BadStatusLine).
     ours = start_ours(work / "repo")
     try:
-        theirs = start_mlserver(work / "mlserver")
+        theirs = start_mlserver(work / "mlserver", mlserver_env)
     except BaseException:
         ours.process.stop()
         raise
@@ -386,7 +388,7 @@ def run_all(plan: Plan, work: Path) -> dict[str, Any]:
             check_answers(name, expected, ours, theirs)
         idle = idle_cpu(servers, 0.2 if plan is SMOKE else 2.0)
         all_targets = []
-        for model in MODELS:
+        for model in plan.models:
             endpoints = targets(model, ours, theirs)
             all_targets += [Target(name, model, ours if name.startswith("infership") else theirs,
                                    endpoints[name]) for name in TARGETS]  # fmt: skip
@@ -398,7 +400,7 @@ def run_all(plan: Plan, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"idle_cpu": idle, "imports": imports,
                                "cold_start_s": {s.name: s.process.cold_start_s for s in servers},
                                "models": {}}  # fmt: skip
-    for model in MODELS:
+    for model in plan.models:
         by_name = {t.name: t for t in all_targets if t.model == model}
         results["models"][model] = {
             "targets": {name: {"slices": {str(c): t.slices[c] for c in LOADS},
@@ -426,6 +428,7 @@ def markdown(results: dict[str, Any]) -> str:
     versions = results["versions"]
     theirs = results["mlserver_versions"]
     idle = ", ".join(f"{k} {v:.0%}" for k, v in results["idle_cpu"].items())
+    env = results["mlserver_env"]
     lines = [
         f"## Imported tabular models against MLServer's runtimes (issue 18) {results['created']}",
         "",
@@ -444,7 +447,12 @@ def markdown(results: dict[str, Any]) -> str:
         "defaults: one inference worker process, no adaptive batching); one row per request "
         f"(digits row {ROW}, FP32 [1, 64]), class probabilities asked for; every answer checked "
         f"against `predict_proba` first. Idle CPU of one core: {idle}. The load generator runs "
-        "on the same 2 cores.",
+        "on the same 2 cores."
+        + (
+            " MLServer's environment adds " + ", ".join(f"`{k}={v}`" for k, v in env.items()) + "."
+            if env
+            else ""
+        ),
         "",
     ]
     for model, entry in results["models"].items():
@@ -480,6 +488,19 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes")
     parser.add_argument("--rounds", type=int, help="alternating rounds [default: 3; smoke 1]")
     parser.add_argument("--slice", type=float, help="seconds per slice [default: 4]")
+    parser.add_argument(
+        "--model",
+        action="append",
+        choices=MODELS,
+        help="measure only this model (repeatable) [default: both]",
+    )
+    parser.add_argument(
+        "--mlserver-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for MLServer, e.g. OMP_NUM_THREADS=1",
+    )
     parser.add_argument("--out", type=Path, help="JSON results [default: bench/results/]")
     parser.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
     parser.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -487,7 +508,10 @@ def main() -> None:
     plan = SMOKE if args.smoke else FULL
     if args.rounds or args.slice:
         plan = Plan(args.slice or plan.slice_s, plan.warmup_s, args.rounds or plan.rounds)
-    slices = plan.rounds * len(LOADS) * len(MODELS) * len(TARGETS)
+    if args.model:
+        plan = Plan(plan.slice_s, plan.warmup_s, plan.rounds, tuple(args.model))
+    mlserver_env = dict(item.split("=", 1) for item in args.mlserver_env)
+    slices = plan.rounds * len(LOADS) * len(plan.models) * len(TARGETS)
     suite._log(f"{slices} slices, about {slices * (plan.slice_s + plan.warmup_s) / 60:.1f} min "
                "of load")  # fmt: skip
     began = time.perf_counter()
@@ -495,14 +519,14 @@ def main() -> None:
     out = args.out or ROOT / "bench" / "results" / f"import-tabular-{stamp}.json"
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     with tempfile.TemporaryDirectory(prefix="infership-import-tabular-") as work:
-        measured = run_all(plan, Path(work))
+        measured = run_all(plan, Path(work), mlserver_env)
     versions = suite.versions()
     results = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": suite.machine(), "versions": versions,
         "mlserver_versions": mlserver_versions(),
         "command": " ".join([".venv/bin/python", "bench/import_tabular.py", *sys.argv[1:]]),
-        "plan": plan.__dict__, "load_before": load_before,
+        "plan": plan.__dict__, "mlserver_env": mlserver_env, "load_before": load_before,
         "load_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "wall_s": time.perf_counter() - began, **measured,
         "json": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
