@@ -109,11 +109,11 @@ def _train(model: Any, batch: dict[str, Any], steps: int, lr: float) -> None:
 
 
 def _coloured(colour: int, height: int, width: int, seed: int) -> Image.Image:
-    """Noise with one strong channel: the class is the colour."""
+    """Blotches with one strong channel, smooth like a photograph: the class is the colour."""
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 80, (height, width, 3)).astype(np.uint8)
-    pixels[:, :, colour] = rng.integers(150, 256, (height, width))
-    return Image.fromarray(pixels)
+    pixels = rng.integers(0, 80, (6, 6, 3)).astype(np.uint8)
+    pixels[:, :, colour] = rng.integers(150, 256, (6, 6))
+    return Image.fromarray(pixels).resize((width, height), Image.Resampling.BICUBIC)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -129,11 +129,11 @@ def _colour_set() -> tuple[list[Image.Image], Any]:
     return images, torch.tensor([c for c in range(3) for _ in range(5)])
 
 
-def _train_on_colours(model: Any, processor: Any) -> Any:
+def _train_on_colours(model: Any, processor: Any, steps: int = 12) -> Any:
     images, targets = _colour_set()
     pixels = processor(images=images, return_tensors="pt")["pixel_values"]
     torch.manual_seed(0)
-    _train(model, {"pixel_values": pixels, "labels": targets}, steps=12, lr=1e-2)
+    _train(model, {"pixel_values": pixels, "labels": targets}, steps=steps, lr=1e-2)
     return model
 
 
@@ -232,17 +232,20 @@ def test_saved_folder_is_imported_from_safetensors(
     assert (tmp_path / "repo" / "sentiment" / "labels.txt").read_text().splitlines() == list(LABELS)
 
 
-def test_pickled_weights_are_refused_without_consent(
+def test_pickled_weights_are_loaded_only_with_consent(
     tmp_path: Path, sentiment: Any, tokenizer: Any
 ) -> None:
     folder = tmp_path / "saved"
-    sentiment.config.save_pretrained(folder)
+    sentiment.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
     torch.save(sentiment.state_dict(), folder / "pytorch_model.bin")
 
     with pytest.raises(ImportFailed, match=r"pytorch_model\.bin: pickled weights.*trust_pickle"):
         import_path(folder, tmp_path / "repo", "sentiment")
     assert not (tmp_path / "repo" / "sentiment").exists()
+    report = import_path(folder, tmp_path / "repo", "sentiment", settings={"trust_pickle": True})
+    assert report.parity.passed
 
 
 def test_a_pipeline_brings_its_own_tokenizer(
@@ -311,6 +314,31 @@ def test_minilm_sentence_transformer_is_served_as_embeddings(tmp_path: Path) -> 
     assert cosine.min() >= 0.9999
 
 
+@pytest.mark.e2e
+def test_bare_encoder_is_mean_pooled_and_normalised_like_its_sentence_transformer(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    """MiniLM's encoder alone (AutoModel): the default pooling is the SentenceTransformer's."""
+    encoder = transformers.AutoModel.from_pretrained(str(minilm.get_model_path()))
+    texts = ["A man is eating a piece of bread.", "The girl is carrying a baby."]
+
+    report = save_model(encoder, tmp_path, "encoder", preprocess=tokenizer, example_inputs=texts)
+
+    assert report.parity.passed
+    assert load_manifest(tmp_path / "encoder" / "model.yaml").preprocess.text is not None
+    served = served_outputs(
+        tmp_path,
+        "encoder",
+        {"text": np.array([t.encode() for t in texts], dtype=object)},
+        ["embedding"],
+    )["embedding"]
+    reference = sentence_transformers.SentenceTransformer(
+        str(minilm.get_model_path()), device="cpu"
+    )
+    expected = reference.encode(texts, convert_to_numpy=True)
+    assert np.sum(served * expected, axis=1).min() >= 0.9999
+
+
 # --- Image classification -----------------------------------------------------------------------
 
 
@@ -354,7 +382,7 @@ def test_convnext_crop_pct_becomes_resize_shorter_then_crop(tmp_path: Path) -> N
         num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], patch_size=4, **_colour_config()
     )
     processor = transformers.ConvNextImageProcessorPil(size={"shortest_edge": 32})
-    model = _train_on_colours(transformers.ConvNextForImageClassification(config), processor)
+    model = _train_on_colours(transformers.ConvNextForImageClassification(config), processor, 6)
 
     report = save_model(model, tmp_path, "convnext", preprocess=processor, example_inputs=IMAGES)
 

@@ -104,7 +104,9 @@ class HuggingFaceSource(Source):
 
     def load(self, path: Path, options: ImportOptions) -> object:
         _refuse_pickle(path, options)
-        safetensors = not bool(options.settings.get("trust_pickle"))
+        # safetensors whenever they are there; None lets transformers fall back to the pickle,
+        # which _refuse_pickle allowed only with the caller's consent.
+        safetensors = True if _has_safetensors(path) else None
         if (path / "modules.json").is_file():
             from sentence_transformers import SentenceTransformer
 
@@ -269,11 +271,18 @@ def _is_preprocessor(obj: object, image: bool) -> bool:
     return _is(obj, "transformers", "PreTrainedTokenizerBase")
 
 
+def _folders(path: Path) -> list[Path]:
+    """The folder and its subfolders: a SentenceTransformer may keep its encoder in one."""
+    return [path, *(p for p in path.iterdir() if p.is_dir())]
+
+
+def _has_safetensors(path: Path) -> bool:
+    return any((f / n).is_file() for f in _folders(path) for n in _WEIGHTS)
+
+
 def _refuse_pickle(path: Path, options: ImportOptions) -> None:
-    folders = [path, *(p for p in path.iterdir() if p.is_dir())]
-    safe = any((f / n).is_file() for f in folders for n in _WEIGHTS)
-    pickled = [f / n for f in folders for n in _PICKLED if (f / n).is_file()]
-    if pickled and not safe and not options.settings.get("trust_pickle"):
+    pickled = [f / n for f in _folders(path) for n in _PICKLED if (f / n).is_file()]
+    if pickled and not _has_safetensors(path) and not options.settings.get("trust_pickle"):
         raise ImportFailed(
             f"{pickled[0]}: pickled weights run code when loaded; re-save the model with "
             "save_pretrained(..., safe_serialization=True) for model.safetensors, or pass "
