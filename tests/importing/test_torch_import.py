@@ -13,18 +13,22 @@ import importlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
+from conftest import start_server, stop_server
 from infership.errors import ImportFailed
-from infership.importing import import_path, save_model
+from infership.importing import ImportReport, import_path, save_model
 from infership.importing.source import ImportOptions
 from infership.importing.sources.torch import TorchSource
 from infership.repository.manifest import load_manifest
+from infership.types import datatype_of
 
 from .conftest import served_outputs
 
@@ -126,16 +130,84 @@ class Branching(torch.nn.Module):
         return -features
 
 
-# --- served for real --------------------------------------------------------------------
+# --- served for real ---------------------------------------------------------------------
+#
+# Four models are imported into one repository and served by one server: each server start
+# imports torch for the .pt2 models, which costs more than everything else here.
+
+FEATURES = blobs(8, seed=1)[0]
+OFFSET = np.full((8, 2), 0.5, dtype=np.float32)
+
+
+@dataclass
+class Imported:
+    repository: Path
+    reports: dict[str, ImportReport]
+    models: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Imported:
+    """``blobs``: a trained classifier (ONNX, labels); ``heads``: two inputs and a dict of two
+    outputs, as .pt2 on request; ``median``: an operator ONNX lacks (.pt2 fallback);
+    ``fromfile``: a .pt2 file exported at a fixed batch of 4, with its sample inputs."""
+    repository = tmp_path_factory.mktemp("torch") / "models"
+    torch.manual_seed(0)
+    models = {"blobs": trained_classifier(), "heads": TwoHeads(), "median": Median()}
+    reports = {
+        "blobs": save_model(models["blobs"], repository, "blobs", example_inputs=FEATURES,
+                            labels=CLASSES),
+        "heads": save_model(models["heads"], repository, "heads", format="pt2",
+                            example_inputs={"features": FEATURES, "offset": OFFSET}),
+        "median": save_model(models["median"], repository, "median", example_inputs=FEATURES),
+    }  # fmt: skip
+    models["fromfile"] = trained_classifier().eval()
+    program = torch.export.export(models["fromfile"], (torch.from_numpy(FEATURES[:4]),))
+    path = repository.parent / "fromfile.pt2"
+    torch.export.save(program, path)
+    reports["fromfile"] = import_path(path, repository, labels=CLASSES)
+    return Imported(repository, reports, models)
+
+
+@pytest.fixture(scope="module")
+def served(imported: Imported) -> dict[str, dict[str, np.ndarray]]:
+    """Every imported model asked once with tritonclient.http, by one server."""
+    questions = {
+        "blobs": ({"features": FEATURES}, ["output", "label"]),
+        "heads": ({"features": FEATURES, "offset": OFFSET}, ["scores", "winner"]),
+        "median": ({"features": FEATURES}, ["output"]),
+        "fromfile": ({"features": FEATURES[:3]}, ["output"]),
+    }
+    server = start_server(str(imported.repository), timeout=90)
+    try:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        return {
+            model: _ask(client, model, inputs, outputs)
+            for model, (inputs, outputs) in questions.items()
+        }
+    finally:
+        stop_server(server)
+
+
+def _ask(
+    client: Any, model: str, inputs: dict[str, np.ndarray], outputs: list[str]
+) -> dict[str, np.ndarray]:
+    tensors = []
+    for name, array in inputs.items():
+        tensor = httpclient.InferInput(name, list(array.shape), datatype_of(array))
+        tensor.set_data_from_numpy(array, binary_data=True)
+        tensors.append(tensor)
+    wanted = [httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
+    result = client.infer(model, tensors, outputs=wanted)
+    return {name: result.as_numpy(name) for name in outputs}
 
 
 @pytest.mark.e2e
-def test_a_trained_classifier_is_served_as_onnx_with_its_labels(tmp_path: Path) -> None:
-    model = trained_classifier()
-    features, _ = blobs(16, seed=1)
-    report = save_model(model, tmp_path, "blobs", example_inputs=features, labels=CLASSES)
-
-    manifest = load_manifest(tmp_path / "blobs" / "model.yaml")
+def test_a_trained_classifier_is_served_as_onnx_with_its_labels(
+    imported: Imported, served: dict[str, dict[str, np.ndarray]]
+) -> None:
+    model, report = imported.models["blobs"], imported.reports["blobs"]
+    manifest = load_manifest(imported.repository / "blobs" / "model.yaml")
     assert manifest.runtime == "onnx"
     assert [t.name for t in manifest.inputs or ()] == ["features"]  # forward's parameter
     assert manifest.inputs
@@ -151,58 +223,59 @@ def test_a_trained_classifier_is_served_as_onnx_with_its_labels(tmp_path: Path) 
     assert scores.max_abs_diff is not None
     assert scores.max_abs_diff < 1e-4
 
-    served = served_outputs(tmp_path, "blobs", {"features": features}, ["output", "label"])
     with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(features)).numpy()
-    np.testing.assert_allclose(served["output"], expected, atol=1e-4, rtol=1e-3)
+        expected = model.eval()(torch.from_numpy(FEATURES)).numpy()
+    model.train()
+    np.testing.assert_allclose(served["blobs"]["output"], expected, atol=1e-4, rtol=1e-3)
     labels = [CLASSES[i] for i in expected.argmax(axis=1)]
-    assert [v.decode() for v in served["label"][:, 0]] == labels
+    assert [v.decode() for v in served["blobs"]["label"][:, 0]] == labels
 
 
 @pytest.mark.e2e
 def test_pt2_format_is_served_by_the_torch_runtime_with_named_inputs_and_outputs(
-    tmp_path: Path,
+    imported: Imported, served: dict[str, dict[str, np.ndarray]]
 ) -> None:
-    torch.manual_seed(0)
-    model = TwoHeads()
-    features, _ = blobs(8)
-    offset = np.full((8, 2), 0.5, dtype=np.float32)
-    report = save_model(
-        model, tmp_path, "heads", example_inputs={"features": features, "offset": offset},
-        format="pt2",
-    )  # fmt: skip
-
-    manifest = load_manifest(tmp_path / "heads" / "model.yaml")
+    manifest = load_manifest(imported.repository / "heads" / "model.yaml")
     assert (manifest.runtime, manifest.artifact) == ("torch", "model.pt2")
     assert [t.name for t in manifest.inputs or ()] == ["features", "offset"]
     assert [(t.name, t.datatype) for t in manifest.outputs or ()] == [
         ("scores", "FP32"),
         ("winner", "INT64"),
     ]
-    assert report.parity.passed
-    served = served_outputs(
-        tmp_path, "heads", {"features": features, "offset": offset}, ["scores", "winner"]
-    )
+    assert imported.reports["heads"].parity.passed
     with torch.no_grad():
-        expected = model(torch.from_numpy(features), torch.from_numpy(offset))
-    np.testing.assert_allclose(served["scores"], expected["scores"].numpy(), atol=1e-5)
-    np.testing.assert_array_equal(served["winner"], expected["winner"].numpy())
+        expected = imported.models["heads"](torch.from_numpy(FEATURES), torch.from_numpy(OFFSET))
+    np.testing.assert_allclose(served["heads"]["scores"], expected["scores"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(served["heads"]["winner"], expected["winner"].numpy())
 
 
 @pytest.mark.e2e
-def test_an_operator_onnx_lacks_falls_back_to_a_pt2_program(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = Median()
-    features, _ = blobs(8)
-    report = save_model(model, tmp_path, "median", example_inputs=features)
-
-    assert load_manifest(tmp_path / "median" / "model.yaml").runtime == "torch"
+def test_an_operator_onnx_lacks_falls_back_to_a_pt2_program(
+    imported: Imported, served: dict[str, dict[str, np.ndarray]]
+) -> None:
+    report = imported.reports["median"]
+    assert load_manifest(imported.repository / "median" / "model.yaml").runtime == "torch"
     assert any("aten.median.dim" in note and "model.pt2" in note for note in report.notes)
     assert not (report.path / "model.onnx").exists()
-    served = served_outputs(tmp_path, "median", {"features": features}, ["output"])
     with torch.no_grad():
-        expected = model(torch.from_numpy(features)).numpy()
-    np.testing.assert_allclose(served["output"], expected, atol=1e-6)
+        expected = imported.models["median"](torch.from_numpy(FEATURES)).numpy()
+    np.testing.assert_allclose(served["median"]["output"], expected, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_a_pt2_file_is_imported_with_the_sample_inputs_it_carries(
+    imported: Imported, served: dict[str, dict[str, np.ndarray]]
+) -> None:
+    report = imported.reports["fromfile"]
+    assert report.model == "fromfile"
+    assert report.parity.passed
+    assert "examples: the sample inputs saved in the .pt2 program" in report.notes
+    manifest = load_manifest(imported.repository / "fromfile" / "model.yaml")
+    assert manifest.inputs
+    assert manifest.inputs[0].shape == (-1, 4)  # exported at a batch of 4, re-traced free
+    with torch.no_grad():
+        expected = imported.models["fromfile"](torch.from_numpy(FEATURES[:3])).numpy()
+    np.testing.assert_allclose(served["fromfile"]["output"], expected, atol=1e-4, rtol=1e-3)
 
 
 def test_asking_for_onnx_makes_the_missing_operator_an_error(tmp_path: Path) -> None:
@@ -232,28 +305,6 @@ def test_python_control_flow_on_values_fails_naming_the_line(tmp_path: Path) -> 
     with pytest.raises(ImportFailed, match=r"torch\.export cannot trace.*features\.sum\(\) > 0"):
         save_model(Branching(), tmp_path, "branching", example_inputs=features)
     assert not (tmp_path / "branching").exists()
-
-
-@pytest.mark.e2e
-def test_a_pt2_file_is_imported_with_the_sample_inputs_it_carries(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = trained_classifier().eval()
-    features, _ = blobs(4)
-    program = torch.export.export(model, (torch.from_numpy(features),))  # a static batch of 4
-    path = tmp_path / "blobs.pt2"
-    torch.export.save(program, path)
-
-    report = import_path(path, tmp_path / "models", labels=CLASSES)
-    assert report.model == "blobs"
-    assert report.parity.passed
-    assert "examples: the sample inputs saved in the .pt2 program" in report.notes
-    manifest = load_manifest(tmp_path / "models" / "blobs" / "model.yaml")
-    assert manifest.inputs
-    assert manifest.inputs[0].shape == (-1, 4)
-    served = served_outputs(tmp_path / "models", "blobs", {"features": features[:1]}, ["output"])
-    with torch.no_grad():
-        expected = model(torch.from_numpy(features[:1])).numpy()
-    np.testing.assert_allclose(served["output"], expected, atol=1e-4, rtol=1e-3)
 
 
 # --- refused --------------------------------------------------------------------------------
@@ -370,6 +421,10 @@ def test_v2_transforms_map_the_same_way(torchvision_job: dict[str, Any]) -> None
     v1, v2 = torchvision_job["mapped"]["v1"], torchvision_job["mapped"]["v2"]
     assert v1 == v2
     assert torchvision_job["mapped"]["v2_unscaled"]["scale"] == 1.0
+    # v2 resizing a tensor (ToImage first) is torch's resize, not Pillow's: refused.
+    refused = torchvision_job["mapped"]["v2_resizing_tensors"]["refused"]
+    assert "Resize(size=[64]" in refused
+    assert "after the image became a tensor" in refused
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,13 @@ _SETTINGS = (
     "softmax",
     "max_batch_size",
 )
+_NOISY_LOGGERS = (
+    "torch.onnx",
+    "torch.export",
+    "torch._export",
+    "torch._subclasses.fake_tensor",
+    "torch.fx.experimental.symbolic_shapes",
+)
 _DATATYPES = {
     "torch.bool": "BOOL",
     "torch.uint8": "UINT8",
@@ -101,7 +108,13 @@ class TorchSource(Source):
 
     def load(self, path: Path, options: ImportOptions) -> object:
         if path.suffix.lower() in _PICKLE_SUFFIXES:
-            raise ImportFailed(f"{path}: {_pickle_refusal(path)}")
+            consent = (
+                " (trust_pickle does not change this: a checkpoint usually holds only weights, "
+                "and the model's class must come from your code)"
+                if options.settings.get("trust_pickle")
+                else ""
+            )
+            raise ImportFailed(f"{path}: {_pickle_refusal(path)}{consent}")
         return _load_program(path)
 
     def export(self, model: object, options: ImportOptions, version_dir: Path) -> Exported:
@@ -121,7 +134,7 @@ class TorchSource(Source):
         program, batching = _trace(wrapper, target, traced, notes)
         outputs = _outputs(program, settings, target.output_keys)
         artefact = _write(program, options, version_dir, traced, outputs, notes)
-        manifest = _manifest(artefact, target, traced, program, outputs, batching, settings)
+        manifest = _manifest(artefact, target, traced, outputs, batching, settings)
         if image is not None:
             manifest["preprocess"] = {"image": image.settings}
         checks: dict[str, Check] = {o.name: "close" for o in outputs}
@@ -145,7 +158,8 @@ class _Settings:
     string, so lists may be comma-separated and booleans ``true``/``false``."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
-        unknown = sorted(set(raw) - set(_SETTINGS))
+        # trust_pickle is read by load (which refuses torch pickles all the same), not here.
+        unknown = sorted(set(raw) - set(_SETTINGS) - {"trust_pickle"})
         if unknown:
             raise ImportFailed(
                 f"unknown torch setting(s) {unknown}; the torch importer takes {list(_SETTINGS)}"
@@ -376,7 +390,8 @@ def _trace(
     names = target.used
     count = rows(examples)
     picked = np.arange(_TRACE_ROWS) % count  # repeat a single row: size 1 is specialised
-    batched = tuple(torch.from_numpy(np.ascontiguousarray(examples[n][picked])) for n in names)
+    device = _device(wrapper)
+    batched = tuple(_tensor(examples[n][picked], device) for n in names)
     batch = torch.export.Dim("batch", min=1)
     try:
         with _quiet(), _evaluating(wrapper), torch.no_grad():
@@ -386,7 +401,7 @@ def _trace(
         raise
     except Exception as exc:  # torch.export raises many kinds; the static try tells which
         why = _first_line(exc)
-    single = tuple(torch.from_numpy(np.ascontiguousarray(examples[n][:1])) for n in names)
+    single = tuple(_tensor(examples[n][:1], device) for n in names)
     try:
         with _quiet(), _evaluating(wrapper), torch.no_grad():
             program = torch.export.export(wrapper, single)
@@ -438,6 +453,13 @@ def _write(
             return ONNX_ARTIFACT
     else:
         notes.append("written as a torch.export program (model.pt2), as asked")
+    weight = next(iter(program.state_dict.values()), None)
+    if weight is not None and weight.device.type != "cpu":
+        # Saved for the CPU, where every server can load it; torch.device in model.yaml
+        # moves it to a GPU at load.
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, "cpu")
     with _quiet():
         torch.export.save(program, str(version_dir / PT2_ARTIFACT))
     return PT2_ARTIFACT
@@ -530,7 +552,6 @@ def _manifest(
     artefact: str,
     target: _Target,
     examples: Mapping[str, Array],
-    program: Any,
     outputs: list[_Output],
     batching: bool,
     settings: _Settings,
@@ -604,6 +625,7 @@ def _original(
     import torch
 
     names = [o.name for o in outputs]
+    device = _device(wrapper)
 
     def run(tensors: list[Any]) -> list[Array]:
         with _evaluating(wrapper), torch.no_grad():
@@ -611,9 +633,9 @@ def _original(
 
     def original(inputs: dict[str, Array]) -> dict[str, Array]:
         if image is not None:
-            tensors = [torch.from_numpy(image.tensors(inputs[IMAGE_INPUT]))]
+            tensors = [_tensor(image.tensors(inputs[IMAGE_INPUT]), device)]
         else:
-            tensors = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in target.used]
+            tensors = [_tensor(inputs[n], device) for n in target.used]
         if batching:
             results = [run(tensors)]
         else:  # the model takes one row at a time
@@ -818,6 +840,20 @@ def _pickle_refusal(path: Path) -> str:
 # --- helpers --------------------------------------------------------------------------------
 
 
+def _device(module: Any) -> Any:
+    """Where the module's weights are (examples go there too); the CPU for one without any."""
+    import torch
+
+    first = next(iter(module.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _tensor(array: Array, device: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+
 def _is_a(model: object, module: str, name: str) -> bool:
     """Whether ``model`` is an instance of the class ``module.name``, without importing it."""
     return any(c.__module__ == module and c.__name__ == name for c in type(model).__mro__)
@@ -842,12 +878,18 @@ def _evaluating(module: Any) -> Iterator[None]:
 def _quiet() -> Iterator[None]:
     """torch.export and torch.onnx print progress and deprecation notices; the report says
     what matters."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export")]
+    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.ERROR)
+        # A failed trace (retried at batch 1, or reported) logs its traceback as an error.
+        logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # A failed guard also prints the partial graph to stderr; the error message has it all.
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
