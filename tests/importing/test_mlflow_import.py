@@ -275,6 +275,101 @@ def test_the_sklearn_flavour_is_exported_by_the_sklearn_importer(
     )
 
 
+def _xgboost(mlflow: ModuleType, folder: Path, rows: np.ndarray, target: np.ndarray) -> None:
+    xgboost = _framework("xgboost")
+    importlib.import_module("mlflow.xgboost")
+    model = xgboost.XGBClassifier(n_estimators=5, max_depth=2).fit(rows, target)
+    _saved(mlflow.xgboost.save_model, model, str(folder), input_example=rows[:4])
+
+
+def _lightgbm(mlflow: ModuleType, folder: Path, rows: np.ndarray, target: np.ndarray) -> None:
+    lightgbm = _framework("lightgbm")
+    importlib.import_module("mlflow.lightgbm")
+    model = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(rows, target)
+    _saved(mlflow.lightgbm.save_model, model, str(folder), input_example=rows[:4])
+
+
+def _pytorch(mlflow: ModuleType, folder: Path, rows: np.ndarray, target: np.ndarray) -> None:
+    torch = _framework("torch")
+    importlib.import_module("mlflow.pytorch")
+    from mlflow.models import infer_signature
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(-1)).eval()
+    with _quiet():
+        signature = infer_signature(rows[:4], model(torch.from_numpy(rows[:4])).detach().numpy())
+    _saved(
+        mlflow.pytorch.save_model,
+        model,
+        str(folder),
+        input_example=rows[:4],
+        signature=signature,
+        serialization_format="pt2",  # a torch.export program: no pickle
+    )
+
+
+def _keras(mlflow: ModuleType, folder: Path, rows: np.ndarray, target: np.ndarray) -> None:
+    os.environ.setdefault("KERAS_BACKEND", "torch")  # infership's environment has no TensorFlow
+    keras = _framework("keras")
+    importlib.import_module("mlflow.keras")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    folder.mkdir()  # mlflow.keras.save_model writes the example before making the folder
+    _saved(mlflow.keras.save_model, model, str(folder), input_example=rows[:4])
+
+
+@pytest.mark.parametrize(
+    ("flavour", "save", "importer"),
+    [
+        ("xgboost", _xgboost, "boosting"),
+        ("lightgbm", _lightgbm, "boosting"),
+        ("pytorch", _pytorch, "torch"),
+        ("keras", _keras, "keras"),
+    ],
+)
+def test_a_framework_flavour_is_exported_by_its_framework_importer_and_checked(
+    mlflow: ModuleType, tmp_path: Path, flavour: str, save: Any, importer: str
+) -> None:
+    features, target = _iris()
+    rows = features.to_numpy(np.float32)
+    folder = tmp_path / flavour
+    save(mlflow, folder, rows, target.to_numpy())
+    assert flavour in read_mlmodel(folder)["flavors"]
+
+    # LightGBM's skops file lists its own types as trusted: taken only with trust_pickle.
+    report = import_path(folder, tmp_path / "models", settings=TRUST)
+
+    assert report.manifest["runtime"] == "onnx"
+    assert report.notes[0] == f"MLflow {flavour} flavour, exported by the {importer} importer"
+    assert report.parity.passed
+    assert report.parity.samples == 4  # the rows of the directory's input example
+
+
+def test_a_pickled_sklearn_model_is_loaded_with_consent_through_mlflow(
+    mlflow: ModuleType, tmp_path: Path
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = _iris()
+    folder = tmp_path / "pickled"
+    _saved(
+        mlflow.sklearn.save_model,
+        LogisticRegression(max_iter=500).fit(features, target),
+        str(folder),
+        serialization_format="cloudpickle",
+        input_example=features.iloc[:3],
+        pip_requirements=[],
+    )
+    with pytest.raises(ImportFailed, match="unpickling runs code"):
+        MlflowSource().load(folder, _options())
+
+    report = import_path(folder, tmp_path / "models", settings=TRUST)
+
+    assert report.framework.startswith("MLflow 3")
+    assert report.parity.passed
+
+
 # --- what is refused -------------------------------------------------------------------------
 
 
@@ -302,24 +397,6 @@ def test_a_flavour_file_outside_the_directory_is_refused(tmp_path: Path) -> None
     folder = _write_mlmodel(tmp_path / "out", {"onnx": {"data": "../secret.onnx"}})
     with pytest.raises(ImportFailed, match="outside the directory"):
         import_path(folder, tmp_path / "models")
-
-
-def test_a_pickled_sklearn_model_is_loaded_only_with_consent(
-    mlflow: ModuleType, tmp_path: Path
-) -> None:
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = _iris()
-    folder = tmp_path / "pickled"
-    _saved(
-        mlflow.sklearn.save_model,
-        LogisticRegression(max_iter=500).fit(features, target),
-        str(folder),
-        serialization_format="cloudpickle",
-        pip_requirements=[],
-    )
-    with pytest.raises(ImportFailed, match="unpickling runs code"):
-        MlflowSource().load(folder, _options())
 
 
 def test_mlmodel_that_is_not_a_mapping_of_flavours_is_refused(tmp_path: Path) -> None:

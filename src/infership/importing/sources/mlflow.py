@@ -207,7 +207,7 @@ def _onnx(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> Load
 def _sklearn(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> Loaded:
     path = _inside(folder, conf.get("pickled_model"), "the sklearn flavour's pickled_model")
     if conf.get("serialization_format", "pickle") == "skops":
-        return "sklearn", _path_load("sklearn", path, options)
+        return "sklearn", _path_load("sklearn", path, _skops_trust(conf, options))
     _consent(options, f"{path} is a {conf.get('serialization_format', 'pickle')} file:")
     return "sklearn", _mlflow_load("sklearn", folder)
 
@@ -229,7 +229,7 @@ def _lightgbm(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> 
     path = _inside(folder, conf.get("data"), "the lightgbm flavour's data")
     fmt = conf.get("serialization_format")
     if fmt == "skops":
-        return "boosting", _path_load("sklearn", path, options)
+        return "boosting", _path_load("sklearn", path, _skops_trust(conf, options))
     if path.suffix == ".lgb":  # a Booster's own text format
         import lightgbm  # type: ignore[import-untyped,unused-ignore]
 
@@ -242,9 +242,9 @@ def _pytorch(folder: Path, conf: Mapping[str, Any], options: ImportOptions) -> L
     data = _inside(folder, conf.get("model_data"), "the pytorch flavour's model_data")
     program = data / "model.pt2"
     if program.is_file():  # serialization_format pt2: a torch.export program, no pickle
-        import torch
-
-        return "torch", torch.export.load(str(program)).module()
+        # The torch importer's loader checks that the archive holds no pickled payload, which
+        # torch.export.load would otherwise unpickle.
+        return "torch", _path_load("torch", program, options)
     _consent(options, f"{data} holds a pickled torch module (torch.save), and loading it")
     return "torch", _mlflow_load("pytorch", folder)
 
@@ -293,6 +293,20 @@ def _importer(name: str) -> Source:
 
 def _path_load(name: str, path: Path, options: ImportOptions) -> object:
     return _importer(name).load(path, options)
+
+
+def _skops_trust(conf: Mapping[str, Any], options: ImportOptions) -> ImportOptions:
+    """The sklearn importer's options for a skops file: the types the flavour lists in
+    ``skops_trusted_types`` are trusted only with ``trust_pickle`` (they come from the same
+    directory as the file, so they vouch for nothing by themselves)."""
+    listed = conf.get("skops_trusted_types")
+    if not listed or not _truthy(options.settings.get("trust_pickle")):
+        return options
+    given = options.settings.get("trusted") or []
+    if isinstance(given, str):
+        given = [name.strip() for name in given.split(",") if name.strip()]
+    trusted = [*given, *(str(name) for name in listed)]
+    return replace(options, settings={**options.settings, "trusted": trusted})
 
 
 def _mlflow_load(flavour: str, folder: Path) -> object:
