@@ -453,12 +453,6 @@ def test_a_transform_that_cannot_be_mapped_is_refused_by_name(
     assert not (torchvision_job["out"] / "refused" / case).exists()  # nothing written
 
 
-@pytest.mark.xfail(
-    reason="the server resizes the shorter side to round(long * side / short) and centre-crops "
-    "at floor((size - crop) / 2); torchvision truncates the first and rounds the second, so "
-    "images such as 333x250 are sampled up to half a pixel apart (processing/image.py)",
-    strict=True,
-)
 def test_every_photo_size_matches_torchvision(torchvision_job: dict[str, Any]) -> None:
     worst = torchvision_job["odd_sizes"]
     assert max(worst.values()) < 0.02, worst

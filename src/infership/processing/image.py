@@ -52,6 +52,8 @@ PngImagePlugin.MAX_TEXT_MEMORY = 4 * 1024 * 1024
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 """How Pillow's format plugins report corrupt and truncated files."""
 
+_SUPPORT = {"nearest": 0.5, "bilinear": 1.0, "bicubic": 2.0, "lanczos": 3.0}
+"""Each filter's reach, in source pixels per output pixel (Pillow's filter supports)."""
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -225,7 +227,9 @@ class ImagePreprocessor(Preprocessor):
             return self._size
         side = self.config.resize_shorter
         scale = side / min(size)
-        return (max(side, round(size[0] * scale)), max(side, round(size[1] * scale)))
+        # The longer side truncates, as torchvision's Resize and Hugging Face's processors do:
+        # rounding would move a centre-crop by half a pixel against the model's training.
+        return (max(side, int(size[0] * scale)), max(side, int(size[1] * scale)))
 
     def _crop_box(self, size: tuple[int, int]) -> _Box:
         """The region of an upright image of ``size`` that ends up in the output."""
@@ -233,7 +237,11 @@ class ImagePreprocessor(Preprocessor):
             return (0.0, 0.0, float(size[0]), float(size[1]))
         # Resizing to ``scaled`` and cropping the centre is resizing this box of the original.
         scaled = self._scaled_size(size)
-        left, top = (scaled[0] - self._size[0]) // 2, (scaled[1] - self._size[1]) // 2
+        margin = (scaled[0] - self._size[0], scaled[1] - self._size[1])
+        if self.config.crop_offset == "round":
+            left, top = round(margin[0] / 2), round(margin[1] / 2)
+        else:
+            left, top = margin[0] // 2, margin[1] // 2
         sx, sy = size[0] / scaled[0], size[1] / scaled[1]
         return (left * sx, top * sy, (left + self._size[0]) * sx, (top + self._size[1]) * sy)
 
@@ -251,10 +259,15 @@ class ImagePreprocessor(Preprocessor):
         )
         fx = max(1, int((box[2] - box[0]) / target[0] / _REDUCING_GAP))
         fy = max(1, int((box[3] - box[1]) / target[1] / _REDUCING_GAP))
-        # The region read: the box widened to whole reduction blocks.
-        x0, y0 = int(box[0]) // fx * fx, int(box[1]) // fy * fy
-        x1 = min(image.width, math.ceil(box[2] / fx) * fx)
-        y1 = min(image.height, math.ceil(box[3] / fy) * fy)
+        # The region read: the box widened by the filter's reach (so that a crop's edge pixels
+        # are filtered with their neighbours, as when resizing the whole image and then
+        # cropping), then to whole reduction blocks.
+        reach = _SUPPORT[self.config.interpolation]
+        mx = math.ceil(reach * max(1.0, (box[2] - box[0]) / fx / target[0]) * fx) + fx
+        my = math.ceil(reach * max(1.0, (box[3] - box[1]) / fy / target[1]) * fy) + fy
+        x0, y0 = max(0, int(box[0]) - mx) // fx * fx, max(0, int(box[1]) - my) // fy * fy
+        x1 = min(image.width, math.ceil((box[2] + mx) / fx) * fx)
+        y1 = min(image.height, math.ceil((box[3] + my) / fy) * fy)
         out = Image.new(self.config.color, (-(-(x1 - x0) // fx), -(-(y1 - y0) // fy)))
         rows = max(fy, _STRIP_BYTES // (4 * (x1 - x0)) // fy * fy)
         for top in range(y0, y1, rows):

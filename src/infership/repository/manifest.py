@@ -171,6 +171,10 @@ class ImagePreprocess(_Strict):
     resize_shorter: int | None = Field(None, ge=1)
     """When set: resize the shorter side to this, keep the aspect ratio, then centre-crop to
     ``resize``. When unset: resize straight to ``resize``."""
+    crop_offset: Literal["floor", "round"] = "floor"
+    """How a centre-crop splits an odd margin: floor puts the extra pixel after the crop (Hugging
+    Face's image processors), round uses Python's round-half-to-even of half the margin
+    (torchvision's CenterCrop). Importers set the one the model was trained with."""
     interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
     scale: float = 1 / 255
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)

@@ -96,6 +96,7 @@ class ImageMapping:
         }
         if self.resize_shorter is not None:
             settings["resize_shorter"] = self.resize_shorter
+            settings["crop_offset"] = "round"  # CenterCrop rounds half the margin
         return settings
 
     def _size(self) -> tuple[int, int]:
