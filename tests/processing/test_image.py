@@ -410,3 +410,31 @@ def test_rle_bmp_is_charged_for_its_python_decoder() -> None:
     with pytest.raises(PayloadTooLarge, match="BMP L 3000x3000"):
         pre.one(rle8_bmp(3000, 3000))  # took 3.4 s, holding the GIL
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("offset", "split"),
+    [("floor", lambda margin: margin // 2), ("round", lambda margin: round(margin / 2))],
+)
+@pytest.mark.parametrize("size", [(333, 250), (250, 333), (301, 300), (640, 427)])
+def test_resize_shorter_then_crop_equals_resizing_whole_then_cropping(
+    offset: str, split: Callable[[int], int], size: tuple[int, int]
+) -> None:
+    # What Hugging Face processors (floor) and torchvision (round) compute: the whole image
+    # resized, shorter side 256, longer side truncated, then the centre 224 x 224 cut out.
+    noise = np.random.default_rng(size[0]).integers(0, 256, (size[1], size[0], 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    scale = 256 / min(size)
+    whole = (max(256, int(size[0] * scale)), max(256, int(size[1] * scale)))
+    left, top = split(whole[0] - 224), split(whole[1] - 224)
+    resized = Image.fromarray(noise).resize(whole, Image.Resampling.BILINEAR)
+    expected = np.asarray(resized.crop((left, top, left + 224, top + 224)), np.float32) / 255
+    config = ImagePreprocess(
+        input="x",
+        resize=(224, 224),
+        resize_shorter=256,
+        crop_offset=offset,  # type: ignore[arg-type]
+    )
+    ours = ImagePreprocessor(config, max_pixels=10**7).one(buffer.getvalue())
+    assert np.abs(ours.transpose(1, 2, 0) - expected).max() <= 1.5 / 255  # one grey level
