@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml | $(SERVE_STAMP)
 serve: $(SERVE_STAMP)  ## Serve the bundled example model on http://127.0.0.1:8000
 	$(BIN)/infership serve $(ARGS)
 
-test: lint typecheck $(STAMP) interop-venvs grpc-tools $(VENV)/checkov/.installed  ## Lint, type-check and run the whole test suite
+test: lint typecheck $(STAMP) interop-venvs import-venvs grpc-tools $(VENV)/checkov/.installed  ## Lint, type-check and run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -67,6 +67,17 @@ $(VENV)/interop-shared/.installed: tests/interop/requirements-shared.txt pyproje
 	rm -rf $(VENV)/interop-shared
 	$(PYTHON) -m venv $(VENV)/interop-shared
 	$(VENV)/interop-shared/bin/pip install --quiet -e . -r $<
+	touch $@
+
+# Importer tests whose framework cannot share .venv (tests/importing): PyPI's torchvision needs
+# a torch other than .venv's CPU build. Each holds infership itself (editable) and its pins.
+IMPORT_VENVS := $(VENV)/import-torchvision/.installed
+.PHONY: import-venvs
+import-venvs: $(IMPORT_VENVS)  ## Framework virtualenvs for tests/importing
+
+$(VENV)/import-%/.installed: tests/importing/requirements-%.txt | $(STAMP)
+	$(PYTHON) -m venv $(VENV)/import-$*
+	$(VENV)/import-$*/bin/pip install --quiet -e . -r $<
 	touch $@
 
 # protoc for scripts/generate_grpc.py: grpcio-tools pinned there (the oldest gencode we support),
