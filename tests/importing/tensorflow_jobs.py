@@ -117,6 +117,12 @@ def main(out: Path) -> None:
     for name, value in mlp(QUERY).items():
         answers[f"mlp/{name}"] = value.numpy()
 
+    report = save_model(mlp, repository, "mlp-live", example_inputs=ROWS[:8])
+    results["mlp-live"] = report.as_dict()
+    results["no-signature"] = refusal(
+        lambda: import_path(out / "mlp", repository, "nope", settings={"signature": "predict"})
+    )
+
     classifier = keras_classifier()
     report = save_model(
         classifier, repository, "keras-tf", labels=SPECIES, example_inputs=ROWS[:32]

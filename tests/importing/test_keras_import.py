@@ -155,10 +155,13 @@ def test_a_layer_computing_in_numpy_is_refused_as_the_constant_it_exports(tmp_pa
 
 def test_a_lambda_layer_in_a_keras_file_is_refused_in_safe_mode(tmp_path: Path) -> None:
     inputs = keras.Input((4,))
-    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs)).save(tmp_path / "l.keras")
+    doubled = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(inputs))
+    doubled.save(tmp_path / "l.keras")
+    doubled.save(tmp_path / "legacy.h5")  # Keras' legacy format is loaded in safe mode too
 
-    with pytest.raises(ImportFailed, match=r"Lambda layer.*--set safe_mode=false"):
-        import_path(tmp_path / "l.keras", tmp_path / "models")
+    for saved in ("l.keras", "legacy.h5"):
+        with pytest.raises(ImportFailed, match=r"Lambda layer.*--set safe_mode=false"):
+            import_path(tmp_path / saved, tmp_path / "models")
 
     report = import_path(tmp_path / "l.keras", tmp_path / "models", settings={"safe_mode": "false"})
     assert report.parity.passed
@@ -181,6 +184,35 @@ def test_a_subclassed_model_is_exported_once_it_has_seen_the_examples(tmp_path: 
     assert report.parity.passed
     assert [o.name for o in report.parity.outputs] == ["output"]
     assert not (tmp_path / "doubler" / "2").exists()
+
+
+def test_labels_for_an_output_of_logits_make_it_a_classifier_with_softmax(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="logits")])
+
+    report = save_model(model, tmp_path, "logits", labels=SPECIES)
+
+    assert report.manifest["postprocess"] == {
+        "classification": {"output": "logits", "softmax": True, "labels": "labels.txt"}
+    }
+    assert [(o.name, o.check) for o in report.parity.outputs] == [("logits", "top1")]
+    with pytest.raises(ImportFailed, match="2 labels given"):
+        save_model(model, tmp_path, "logits", labels=SPECIES[:2])
+
+
+def test_a_keras_file_with_a_custom_class_unknown_here_says_where_to_import_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @keras.saving.register_keras_serializable(package="tests")
+    class Twice(keras.layers.Layer):
+        def call(self, x: Any) -> Any:
+            return x * 2
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, Twice()(inputs)).save(tmp_path / "twice.keras")
+    monkeypatch.delitem(keras.saving.get_custom_objects(), "tests>Twice")
+
+    with pytest.raises(ImportFailed, match=r"holds 'Twice', a custom class.*save_model"):
+        import_path(tmp_path / "twice.keras", tmp_path / "models")
 
 
 @pytest.mark.e2e

@@ -81,6 +81,21 @@ def test_an_op_tf2onnx_cannot_convert_is_named_and_nothing_is_written() -> None:
     assert not (repository / "svd").exists()
 
 
+def test_a_live_tf_module_is_saved_with_its_call_as_the_signature() -> None:
+    _, reports, _ = results()
+
+    live = reports["mlp-live"]
+    assert live["framework"].endswith(" Mlp")
+    assert live["parity"]["passed"]
+    assert {o["name"] for o in live["parity"]["outputs"]} == {"logits", "probabilities"}
+
+
+def test_a_signature_the_saved_model_lacks_is_refused_naming_those_it_has() -> None:
+    _, reports, _ = results()
+
+    assert "no signature 'predict'; it has ['serving_default']" in reports["no-signature"]
+
+
 def test_a_saved_model_folder_is_recognised_by_its_saved_model_pb(tmp_path: Path) -> None:
     (tmp_path / "variables").mkdir()
     (tmp_path / "saved_model.pb").write_bytes(b"")
