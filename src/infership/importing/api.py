@@ -242,7 +242,8 @@ def _parity(
     examples = {k: np.asarray(v) for k, v in exported.examples.items()}
     rows(examples)
     # A model that cannot batch may not take all rows at once in the original either.
-    one_at_a_time = exported.manifest.get("batching", {}).get("max_batch_size", 2) == 1
+    max_batch = int(exported.manifest.get("batching", {}).get("max_batch_size", BATCH_ROWS))
+    one_at_a_time = max_batch == 1
     try:
         if one_at_a_time:
             answers = [exported.original({k: v[i : i + 1] for k, v in examples.items()})
@@ -257,7 +258,8 @@ def _parity(
     missing = sorted(set(exported.checks) - set(original))
     if missing:
         raise ImportFailed(f"the original model gave no output {missing[0]!r} to compare")
-    batch_rows = 1 if one_at_a_time else BATCH_ROWS
+    # All examples in one request (at least 8 rows, at most what the model takes at once).
+    batch_rows = min(max_batch, max(rows(examples), BATCH_ROWS))
     checks = exported.checks
     return check_parity(
         repository, name, version, original, examples, checks, tolerance, batch_rows

@@ -28,7 +28,7 @@ from infership.importing.source import Check, rows
 from infership.types import Array, InferenceRequest, RequestedOutput
 
 BATCH_ROWS = 8
-"""The batch the per-row check sends, as the issue's "batches of 1 and 8"."""
+"""The fewest rows the batch check sends in one request (the examples, repeated as needed)."""
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,10 @@ def check_parity(
     batch_rows: int = BATCH_ROWS,
 ) -> ParityReport:
     """Serve ``repository/name/version`` with the server's code and compare its answers on
-    ``examples`` with ``original`` (the original's outputs on the same rows), then the rows
-    asked ``batch_rows`` at a time against one at a time (1: a model that cannot batch, not
-    checked). Raises ParityFailed when the staged version does not load or cannot answer."""
+    ``examples`` with ``original`` (the original's outputs on the same rows), then
+    ``batch_rows`` rows (the examples, cycled) in one request against the same rows asked one
+    at a time (1: a model that cannot batch, not checked). Raises ParityFailed when the staged
+    version does not load or cannot answer."""
     return asyncio.run(
         _check(repository, name, version, original, examples, checks, tolerance, batch_rows)
     )
@@ -256,7 +257,7 @@ async def _check(
                     raise ParityFailed(f"the exported model cannot answer: {exc}") from exc
 
             one_by_one = [await ask(_rows(examples, [i])) for i in range(count)]
-            repeat = [i % count for i in range(max(count, batch_rows))]
+            repeat = [i % count for i in range(batch_rows)]
             batched = await ask(_rows(examples, repeat)) if batch_rows > 1 else None
         finally:
             await model.stop(drain=False)
