@@ -70,8 +70,9 @@ $(VENV)/interop-shared/.installed: tests/interop/requirements-shared.txt pyproje
 	touch $@
 
 # Importer tests whose framework cannot share .venv (tests/importing): PyPI's torchvision needs
-# a torch other than .venv's CPU build. Each holds infership itself (editable) and its pins.
-IMPORT_VENVS := $(VENV)/import-torchvision/.installed
+# a torch other than .venv's CPU build; TensorFlow (1.3 GB) is kept out of the test process that
+# already holds torch. Each holds infership itself (editable) and its pins.
+IMPORT_VENVS := $(VENV)/import-torchvision/.installed $(VENV)/import-tensorflow/.installed
 .PHONY: import-venvs
 import-venvs: $(IMPORT_VENVS)  ## Framework virtualenvs for tests/importing
 
