@@ -59,7 +59,9 @@ def _quiet() -> Iterator[None]:
 
 
 def _saved(save: Any, *args: Any, **kwargs: Any) -> None:
-    """mlflow's own ``save_model``."""
+    """mlflow's own ``save_model``, told the requirements: inferring them loads the model again
+    in a subprocess (seconds)."""
+    kwargs.setdefault("pip_requirements", [])
     with _quiet():
         save(*args, **kwargs)
 
@@ -89,7 +91,7 @@ def _affine_model(mlflow: ModuleType) -> Any:
                 weights = np.array([[1.0, -2.0], [0.5, 3.0], [-1.0, 0.25]], dtype=np.float32)
                 return np.tanh(model_input @ weights)
 
-    return Affine()
+        return Affine()
 
 
 @pytest.mark.e2e
@@ -139,7 +141,7 @@ def _scorer(mlflow: ModuleType) -> Any:
                     {"score": model_input["weight"].to_numpy() * size, "long": size > 4}
                 )
 
-    return Scorer()
+        return Scorer()
 
 
 @pytest.mark.e2e
@@ -155,7 +157,6 @@ def test_a_column_signature_is_served_as_one_input_per_column_and_outputs_by_col
         str(folder),
         python_model=_scorer(mlflow),
         input_example=frame,
-        pip_requirements=[],
     )
     repository = tmp_path / "models"
 
@@ -190,7 +191,6 @@ def test_a_python_model_is_imported_only_with_consent_because_its_pickle_runs_co
         str(folder),
         python_model=_affine_model(mlflow),
         input_example=np.zeros((1, 3), dtype=np.float32),
-        pip_requirements=[],
     )
     with pytest.raises(ImportFailed, match=r"unpickling runs code.*trust_pickle"):
         import_path(folder, tmp_path / "models")
@@ -227,7 +227,6 @@ def test_the_onnx_flavour_is_served_as_its_onnx_file(mlflow: ModuleType, tmp_pat
         _tiny_onnx(),
         str(folder),
         input_example=example,
-        pip_requirements=[],
     )
     repository = tmp_path / "models"
 
@@ -255,7 +254,6 @@ def test_the_sklearn_flavour_is_exported_by_the_sklearn_importer(
         model,
         str(folder),
         input_example=features.iloc[:5],
-        pip_requirements=[],
     )
     assert read_mlmodel(folder)["flavors"]["sklearn"]["serialization_format"] == "skops"
     repository = tmp_path / "models"
@@ -359,7 +357,6 @@ def test_a_pickled_sklearn_model_is_loaded_with_consent_through_mlflow(
         str(folder),
         serialization_format="cloudpickle",
         input_example=features.iloc[:3],
-        pip_requirements=[],
     )
     with pytest.raises(ImportFailed, match="unpickling runs code"):
         MlflowSource().load(folder, _options())
@@ -397,6 +394,15 @@ def test_a_flavour_file_outside_the_directory_is_refused(tmp_path: Path) -> None
     folder = _write_mlmodel(tmp_path / "out", {"onnx": {"data": "../secret.onnx"}})
     with pytest.raises(ImportFailed, match="outside the directory"):
         import_path(folder, tmp_path / "models")
+
+
+def test_a_signature_column_with_no_tensor_form_is_refused_naming_it(tmp_path: Path) -> None:
+    folder = _write_mlmodel(tmp_path / "dated", {"python_function": {}})
+    columns = '[{"type": "double", "name": "x"}, {"type": "datetime", "name": "when"}]'
+    meta = {"flavors": {"python_function": {}}, "signature": {"inputs": columns}}
+    (folder / "MLmodel").write_text(yaml.safe_dump(meta))
+    with pytest.raises(ImportFailed, match="column 'when' is of type 'datetime'"):
+        import_path(folder, tmp_path / "models", settings=TRUST)
 
 
 def test_mlmodel_that_is_not_a_mapping_of_flavours_is_refused(tmp_path: Path) -> None:
