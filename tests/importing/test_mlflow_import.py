@@ -19,7 +19,7 @@ import yaml
 
 from infership.errors import ImportFailed
 from infership.importing import import_path
-from infership.importing.registry import source
+from infership.importing.registry import for_object, for_path, source
 from infership.importing.sources.mlflow import MlflowSource, read_mlmodel
 
 from .conftest import served_outputs
@@ -416,6 +416,8 @@ def test_the_registry_finds_the_mlflow_importer_for_a_directory(tmp_path: Path) 
     assert source("mlflow").accepts_path(folder)
     assert source("mlflow").accepts_path(folder / "MLmodel")
     assert not source("mlflow").accepts_path(tmp_path)
+    assert for_object(folder).name == "mlflow"  # save_model("path/to/model", ...)
+    assert for_path(folder).name == "mlflow"
 
 
 def _options(**settings: Any) -> Any:

@@ -27,7 +27,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,6 @@ class MlflowModel:
     """The importer the flavour's model goes to; None: served through mlflow.pyfunc."""
     model: object = None
     """What ``target`` exports: the loaded framework model (or the ONNX graph)."""
-    notes: list[str] = field(default_factory=list)
 
 
 class MlflowSource(Source):
@@ -85,7 +84,10 @@ class MlflowSource(Source):
     extra = "mlflow"
 
     def accepts(self, model: object) -> bool:
-        # A live PyFuncModel no longer knows the directory it came from: import the directory.
+        # A live PyFuncModel no longer knows the directory it came from: the directory itself
+        # (a path given to save_model) is imported instead.
+        if isinstance(model, (str, Path)):
+            return self.accepts_path(Path(model))
         return isinstance(model, MlflowModel)
 
     def accepts_path(self, path: Path) -> bool:
