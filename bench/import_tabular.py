@@ -4,6 +4,10 @@
     .venv/bin/python bench/import_tabular.py --smoke    # seconds
     .venv/bin/python bench/import_tabular.py --append   # and append a section to BENCHMARKS.md
 
+Diagnoses (not the headline): ``--mlserver-env OMP_NUM_THREADS=1`` (XGBoost's OpenMP threads in
+MLServer's worker), ``--onnx intra_op_threads=1 --onnx spin_wait=false`` (onnxruntime's threads
+in infership, added to the imported ``model.yaml``), ``--model xgboost`` (one model only).
+
 A tabular model costs microseconds to compute, so what is measured is each server's own
 overhead. Two classifiers are fitted here, on scikit-learn's digits (64 FP32 features, 10
 classes; rows 0-1499), into a temporary folder (nothing binary is committed):
@@ -110,9 +114,12 @@ def fit() -> dict[str, Any]:
     return {"sklearn": pipeline.fit(x, y), "xgboost": booster.fit(x, y)}
 
 
-def write_models(models: dict[str, Any], work: Path) -> dict[str, Any]:
+def write_models(
+    models: dict[str, Any], work: Path, onnx: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """infership's repository (through ``save_model``) and MLServer's, under ``work``; returns
-    what the import reported."""
+    what the import reported. ``onnx``: an ``onnx:`` section added to each imported
+    ``model.yaml`` afterwards (to measure the runtime's settings; not what the import writes)."""
     import joblib  # type: ignore[import-untyped]
 
     import infership
@@ -127,6 +134,8 @@ def write_models(models: dict[str, Any], work: Path) -> dict[str, Any]:
         report = infership.save_model(model, work / "repo", name, example_inputs=examples)
         reports[name] = {"seconds": time.perf_counter() - began, "text": str(report),
                          "manifest": report.manifest}  # fmt: skip
+        if onnx:
+            add_onnx_settings(work / "repo" / name / "model.yaml", onnx)
         folder = work / "mlserver" / name
         folder.mkdir()
         if name == "sklearn":
@@ -139,6 +148,21 @@ def write_models(models: dict[str, Any], work: Path) -> dict[str, Any]:
                     "parameters": {"uri": uri, "version": "1"}}  # fmt: skip
         (folder / "model-settings.json").write_text(json.dumps(settings, indent=1) + "\n")
     return reports
+
+
+def add_onnx_settings(path: Path, onnx: dict[str, Any]) -> None:
+    import yaml
+
+    manifest = yaml.safe_load(path.read_text())
+    manifest["onnx"] = {**manifest.get("onnx", {}), **onnx}
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def onnx_value(text: str) -> Any:
+    """``--onnx`` values: integers and booleans as YAML reads them."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 # -- servers ---------------------------------------------------------------------------------
@@ -366,11 +390,13 @@ def ratios(by_name: dict[str, Target], c: int) -> list[dict[str, Any]]:
     return out
 
 
-def run_all(plan: Plan, work: Path, mlserver_env: dict[str, str]) -> dict[str, Any]:
+def run_all(
+    plan: Plan, work: Path, mlserver_env: dict[str, str], onnx: dict[str, Any]
+) -> dict[str, Any]:
     suite._log("fitting the models")
     models = fit()
     suite._log("importing them (infership.save_model) and saving them for MLServer")
-    imports = write_models(models, work)
+    imports = write_models(models, work, onnx)
     suite._log("starting infership and MLServer")
     # One after the other: a port picked for one cannot then be taken by the other (a REST
     # readiness probe answered by the other's gRPC port fails with BadStatusLine).
@@ -429,6 +455,7 @@ def markdown(results: dict[str, Any]) -> str:
     theirs = results["mlserver_versions"]
     idle = ", ".join(f"{k} {v:.0%}" for k, v in results["idle_cpu"].items())
     env = results["mlserver_env"]
+    onnx = results.get("onnx") or {}
     lines = [
         f"## Imported tabular models against MLServer's runtimes (issue 18) {results['created']}",
         "",
@@ -451,6 +478,13 @@ def markdown(results: dict[str, Any]) -> str:
         + (
             " MLServer's environment adds " + ", ".join(f"`{k}={v}`" for k, v in env.items()) + "."
             if env
+            else ""
+        )
+        + (
+            " The imported `model.yaml` files were given `onnx: "
+            + json.dumps(onnx).replace('"', "")
+            + "` after the import (a diagnosis, not what the import writes)."
+            if onnx
             else ""
         ),
         "",
@@ -501,6 +535,14 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="extra environment for MLServer, e.g. OMP_NUM_THREADS=1",
     )
+    parser.add_argument(
+        "--onnx",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add to the imported model.yaml's onnx: section, e.g. "
+        "intra_op_threads=1 (diagnosis; the headline runs what the import wrote)",
+    )
     parser.add_argument("--out", type=Path, help="JSON results [default: bench/results/]")
     parser.add_argument("--append", action="store_true", help="append a section to BENCHMARKS.md")
     parser.add_argument("--benchmarks-md", type=Path, default=ROOT / "BENCHMARKS.md")
@@ -511,6 +553,7 @@ def main() -> None:
     if args.model:
         plan = Plan(plan.slice_s, plan.warmup_s, plan.rounds, tuple(args.model))
     mlserver_env = dict(item.split("=", 1) for item in args.mlserver_env)
+    onnx = {k: onnx_value(v) for k, v in (item.split("=", 1) for item in args.onnx)}
     slices = plan.rounds * len(LOADS) * len(plan.models) * len(TARGETS)
     suite._log(f"{slices} slices, about {slices * (plan.slice_s + plan.warmup_s) / 60:.1f} min "
                "of load")  # fmt: skip
@@ -519,14 +562,15 @@ def main() -> None:
     out = args.out or ROOT / "bench" / "results" / f"import-tabular-{stamp}.json"
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     with tempfile.TemporaryDirectory(prefix="infership-import-tabular-") as work:
-        measured = run_all(plan, Path(work), mlserver_env)
+        measured = run_all(plan, Path(work), mlserver_env, onnx)
     versions = suite.versions()
     results = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": suite.machine(), "versions": versions,
         "mlserver_versions": mlserver_versions(),
         "command": " ".join([".venv/bin/python", "bench/import_tabular.py", *sys.argv[1:]]),
-        "plan": plan.__dict__, "mlserver_env": mlserver_env, "load_before": load_before,
+        "plan": plan.__dict__, "mlserver_env": mlserver_env, "onnx": onnx,
+        "load_before": load_before,
         "load_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "wall_s": time.perf_counter() - began, **measured,
         "json": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
