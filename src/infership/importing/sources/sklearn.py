@@ -409,12 +409,15 @@ def signature_notes(session: Any, converter: str) -> list[str]:
 
 def manifest(kind: Kind, examples: Mapping[str, Array]) -> dict[str, Any]:
     """``model.yaml``'s settings for an ONNX tabular model."""
-    # The parity check sends every example row in one request: it must fit in one batch.
-    batch = max(MAX_BATCH_SIZE, rows(examples))
     settings: dict[str, Any] = {
         "runtime": "onnx",
         "artifact": ARTIFACT,
-        "batching": {"max_batch_size": batch},
+        "batching": {"max_batch_size": MAX_BATCH_SIZE},
+        # A tabular model computes in microseconds: onnxruntime's default pool (every core,
+        # spinning between batches) only takes CPU from the event loop. One thread without
+        # spinning cut CPU per answer by 20-50 % and p99 at c=32 by about half
+        # (BENCHMARKS.md, "Imported tabular models against MLServer's runtimes").
+        "onnx": {"intra_op_threads": 1, "spin_wait": False},
     }
     if any(a.dtype == object for a in examples.values()):
         # The warm-up batch would be empty strings: a category no encoder was fitted on.
