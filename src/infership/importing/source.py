@@ -123,6 +123,19 @@ class Source(ABC):
         Raises ImportFailed with a message that names what could not be exported, and why."""
 
 
+def require(module: str, extra: str) -> Any:
+    """Import ``module`` (a framework or its converter), or ImportFailed saying which extra
+    brings it: sources import their framework only when a model of it is imported."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise ImportFailed(
+            f"{module.split('.')[0]} is not installed: pip install 'infership[{extra}]'"
+        ) from exc
+
+
 def example_arrays(options: ImportOptions, default_name: str) -> dict[str, Array] | None:
     """``options.example_inputs`` as numpy arrays by input name: one array given alone is
     named ``default_name``; torch tensors and DataFrames become arrays."""

@@ -28,6 +28,7 @@ from infership.importing.source import (
     ImportOptions,
     Source,
     example_arrays,
+    require,
     sample_inputs,
 )
 from infership.importing.sources.sklearn import (
@@ -45,7 +46,6 @@ from infership.importing.sources.sklearn import (
     from_package,
     from_package_deep,
     manifest,
-    require,
     save_graph,
     signature_notes,
 )

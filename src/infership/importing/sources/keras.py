@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from infership.errors import ImportFailed
-from infership.importing.source import Exported, ImportOptions, Source, example_arrays
+from infership.importing.source import Exported, ImportOptions, Source, example_arrays, require
 from infership.importing.sources.onnx_graph import (
     RESERVED,
     check_graph,
@@ -44,7 +44,6 @@ from infership.importing.sources.onnx_graph import (
     describe,
     never_read,
     rename_io,
-    require,
     softmax_outputs,
     unconverted_ops,
 )

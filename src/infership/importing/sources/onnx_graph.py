@@ -24,6 +24,7 @@ from infership.importing.source import (
     Exported,
     ImportOptions,
     example_arrays,
+    require,
     sample_inputs,
 )
 from infership.repository.manifest import OnnxOptions
@@ -36,18 +37,6 @@ BATCH = "batch"
 RESERVED = frozenset({"label", "probability", "class_index"})
 """Outputs ``postprocess.classification`` adds: no model output may take these names."""
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
-
-
-def require(module: str, extra: str) -> Any:
-    """Import ``module``, or ImportFailed saying which extra brings it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ImportFailed(
-            f"{module.split('.')[0]} is not installed: pip install 'infership[{extra}]'"
-        ) from exc
 
 
 def rename_io(model: Any, inputs: Mapping[str, str], outputs: Mapping[str, str]) -> None:

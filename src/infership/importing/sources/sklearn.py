@@ -36,6 +36,7 @@ from infership.importing.source import (
     ImportOptions,
     Source,
     example_arrays,
+    require,
     rows,
     sample_inputs,
 )
@@ -499,14 +500,3 @@ def describe(model: object) -> str:
 def _qualname(model: object) -> str:
     cls = type(model)
     return f"{cls.__qualname__} ({cls.__module__})"
-
-
-def require(module: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise ImportFailed(
-            f"{module.split('.')[0]} is not installed: pip install 'infership[{extra}]'"
-        ) from exc

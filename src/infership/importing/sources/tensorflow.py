@@ -28,12 +28,11 @@ from typing import Any
 import numpy as np
 
 from infership.errors import ImportFailed
-from infership.importing.source import Exported, ImportOptions, Source
+from infership.importing.source import Exported, ImportOptions, Source, require
 from infership.importing.sources.onnx_graph import (
     check_graph,
     converter_errors,
     describe,
-    require,
 )
 from infership.types import Array
 
