@@ -156,6 +156,25 @@ def example_arrays(options: ImportOptions, default_name: str) -> dict[str, Array
     return arrays
 
 
+MAX_BATCH_SIZE = 32
+"""``batching.max_batch_size`` of an imported model whose batch axis is free. Every source
+writes this one but scikit-learn's, whose tabular rows are cheap (``sklearn.py`` says why)."""
+
+
+def batching(cannot: str | None, notes: list[str], size: int = MAX_BATCH_SIZE) -> dict[str, int]:
+    """``model.yaml``'s ``batching``: ``size`` rows a request; or, for a model that cannot batch
+    (``cannot`` says why), one row, with a note for the report."""
+    if cannot is None:
+        return {"max_batch_size": size}
+    notes.append(one_row(cannot))
+    return {"max_batch_size": 1}
+
+
+def one_row(why: str) -> str:
+    """The report's note for a model served one row a request, and why."""
+    return f"max_batch_size 1: {why}"
+
+
 FREE_DIMENSION = 4
 """What a -1 dimension other than the batch axis becomes in a drawn sample."""
 

@@ -39,12 +39,11 @@ from typing import Any
 import numpy as np
 
 from infership.errors import ImportFailed
-from infership.importing.source import Exported, ImportOptions, Source
+from infership.importing.source import MAX_BATCH_SIZE, Exported, ImportOptions, Source
 from infership.types import Array
 
 ARTIFACT = "model.onnx"
 TOKENIZER = "tokenizer.json"
-MAX_BATCH_SIZE = 32
 OPSET = 17
 PAD_TO_MULTIPLE_OF = 16
 

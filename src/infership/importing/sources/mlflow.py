@@ -36,7 +36,7 @@ import numpy as np
 
 from infership.errors import ConfigError, ImportFailed
 from infership.importing import registry
-from infership.importing.source import Check, Exported, ImportOptions, Source, rows
+from infership.importing.source import Check, Exported, ImportOptions, Source, batching, rows
 from infership.safeyaml import read_yaml
 from infership.types import Array, datatype_of, numpy_dtype
 
@@ -44,7 +44,6 @@ MLMODEL = "MLmodel"
 COPY = "mlflow_model"
 """Where the MLflow directory is copied in a pyfunc version folder."""
 PYFUNC = "python_function"
-MAX_BATCH_SIZE = 32
 MAX_EXAMPLE_BYTES = 16 * 1024 * 1024
 """An input example is a few rows; a larger file is not read."""
 
@@ -630,10 +629,10 @@ def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path
         "outputs": [{"name": n, "key": k, "datatype": d} for n, k, d, _ in outputs],
     }
     adapter = mlflow_pyfunc.Adapter(python_options)
-    batching = {"max_batch_size": MAX_BATCH_SIZE}
-    if any(spec.shape[0] != -1 for spec in inputs):
-        batching = {"max_batch_size": 1}
-        notes.append("max_batch_size 1: the signature's tensors have a fixed first dimension")
+    fixed = any(spec.shape[0] != -1 for spec in inputs)
+    batches = batching(
+        "the signature's tensors have a fixed first dimension" if fixed else None, notes
+    )
     if options.labels is not None:
         notes.append("labels not used: a pyfunc model's outputs are served as predict gives them")
     _copy_model(model.folder, version_dir / COPY)
@@ -649,7 +648,7 @@ def _export_pyfunc(model: MlflowModel, options: ImportOptions, version_dir: Path
         },
         "inputs": [i.config() for i in inputs],
         "outputs": [{"name": n, "datatype": d, "shape": list(s)} for n, _, d, s in outputs],
-        "batching": batching,
+        "batching": batches,
     }
     checks: dict[str, Check] = {
         name: "close" if datatype.startswith("FP") else "exact" for name, _, datatype, _ in outputs

@@ -16,6 +16,7 @@ from infership.importing.source import (
     Exported,
     ImportOptions,
     Source,
+    batching,
     example_arrays,
     sample_inputs,
 )
@@ -23,7 +24,6 @@ from infership.runtimes.onnx import OnnxRuntime
 from infership.types import Array, TensorSpec
 
 ARTIFACT = "model.onnx"
-MAX_BATCH_SIZE = 32
 
 
 class OnnxSource(Source):
@@ -50,10 +50,10 @@ class OnnxSource(Source):
             raise ImportFailed(str(exc)) from exc
         inputs, outputs = signature.inputs, signature.outputs
         notes: list[str] = []
-        batching = _batch_axis(inputs, outputs, notes)
+        batches = batching(_unbatched(inputs, outputs), notes)
         default = inputs[0].name if len(inputs) == 1 else ""
         examples = example_arrays(options, default) or sample_inputs(inputs)
-        manifest: dict[str, Any] = {"runtime": "onnx", "artifact": ARTIFACT, "batching": batching}
+        manifest: dict[str, Any] = {"runtime": "onnx", "artifact": ARTIFACT, "batching": batches}
         checks: dict[str, Check] = {spec.name: "close" for spec in outputs}
         if options.labels is not None:
             scores = outputs[0].name
@@ -91,17 +91,15 @@ def _session(path: Path) -> Any:
         raise ImportFailed(f"onnxruntime cannot load the model: {exc}") from exc
 
 
-def _batch_axis(
-    inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], notes: list[str]
-) -> dict[str, int]:
+def _unbatched(inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> str | None:
+    """Why the graph cannot batch (a tensor without a free first dimension), or None."""
     fixed = [s.name for s in (*inputs, *outputs) if not s.shape or s.shape[0] != -1]
-    if fixed:
-        notes.append(
-            f"max_batch_size 1: {fixed[0]!r} has no free first (batch) dimension; re-export "
-            "with a dynamic batch axis to batch requests"
-        )
-        return {"max_batch_size": 1}
-    return {"max_batch_size": MAX_BATCH_SIZE}
+    if not fixed:
+        return None
+    return (
+        f"{fixed[0]!r} has no free first (batch) dimension; re-export with a dynamic batch axis "
+        "to batch requests"
+    )
 
 
 def _opset(data: bytes) -> str:

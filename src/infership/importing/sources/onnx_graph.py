@@ -23,6 +23,7 @@ from infership.importing.source import (
     Check,
     Exported,
     ImportOptions,
+    batching,
     example_arrays,
     require,
     sample_inputs,
@@ -32,7 +33,6 @@ from infership.runtimes.onnx import OnnxRuntime
 from infership.types import Array, TensorSpec, numpy_dtype
 
 ARTIFACT = "model.onnx"
-MAX_BATCH_SIZE = 32
 BATCH = "batch"
 RESERVED = frozenset({"label", "probability", "class_index"})
 """Outputs ``postprocess.classification`` adds: no model output may take these names."""
@@ -250,15 +250,16 @@ def describe(
     clash = sorted(RESERVED & {s.name for s in outputs})
     if clash:
         raise ImportFailed(f"output {clash[0]!r} would clash with the classification outputs")
-    manifest: dict[str, Any] = {"runtime": "onnx", "artifact": ARTIFACT}
-    if fixed:
-        manifest["batching"] = {"max_batch_size": 1}
-        notes.append(
-            f"max_batch_size 1: input {fixed[0]!r} has a fixed first dimension, so the graph "
-            "takes one row at a time"
-        )
-    else:
-        manifest["batching"] = {"max_batch_size": MAX_BATCH_SIZE}
+    cannot = (
+        f"input {fixed[0]!r} has a fixed first dimension, so the graph takes one row at a time"
+        if fixed
+        else None
+    )
+    manifest: dict[str, Any] = {
+        "runtime": "onnx",
+        "artifact": ARTIFACT,
+        "batching": batching(cannot, notes),
+    }
     checks: dict[str, Check] = {spec.name: "close" for spec in outputs}
     scores = classification(outputs, probabilities, options)
     if scores is not None:

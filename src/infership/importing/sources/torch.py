@@ -39,11 +39,13 @@ import numpy as np
 
 from infership.errors import ConfigError, ImportFailed
 from infership.importing.source import (
+    MAX_BATCH_SIZE,
     Check,
     Exported,
     ImportOptions,
     Source,
     example_arrays,
+    one_row,
     rows,
 )
 from infership.importing.sources.torch_transforms import map_pipeline
@@ -51,7 +53,6 @@ from infership.types import Array, datatype_of
 
 ONNX_ARTIFACT = "model.onnx"
 PT2_ARTIFACT = "model.pt2"
-MAX_BATCH_SIZE = 32
 IMAGE_INPUT = "image"
 _TRACE_ROWS = 2
 """Rows traced: torch.export specialises a dimension of size 1 to a constant."""
@@ -417,8 +418,9 @@ def _trace(
             f"torch.export cannot trace the model: {_export_error(exc)}{hint}"
         ) from exc
     notes.append(
-        f"max_batch_size 1: the model cannot take a free batch dimension ({why}); each "
-        "request carries one row"
+        one_row(
+            f"the model cannot take a free batch dimension ({why}); each request carries one row"
+        )
     )
     return program, False
 
