@@ -383,6 +383,51 @@ def _texts(feed: Mapping[str, Array]) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in feed["text"]]
 
 
+def _export_text_graph(
+    module: Any,
+    tokenizer: Any,
+    inputs: Sequence[str],
+    output: str,
+    max_length: int,
+    folder: Path,
+    options: ImportOptions,
+) -> None:
+    """``tokenizer.json`` for ``preprocess.text``, and the graph traced on padded texts with
+    free batch and sequence axes."""
+    _write_tokenizer(tokenizer, max_length, folder / TOKENIZER)
+    _onnx_export(
+        module,
+        _trace_batch(tokenizer, inputs, max_length),
+        inputs,
+        output,
+        _token_axes(inputs, output),
+        folder / ARTIFACT,
+        options,
+    )
+
+
+def _text_examples(
+    options: ImportOptions, inputs: Sequence[str], max_length: int, notes: list[str]
+) -> Array:
+    """The caller's example texts, or the sample sentences (with notes for the report)."""
+    examples = _examples(options, "text", "texts")
+    notes.append(f"tokenizer.json: max_length {max_length}, inputs {', '.join(inputs)}")
+    if examples is None:
+        examples = _byte_rows(SAMPLE_TEXTS, "texts")
+        notes.append(f"no example texts given: checked on {len(SAMPLE_TEXTS)} sample sentences")
+    return examples
+
+
+def _text_manifest(inputs: Sequence[str], max_length: int) -> dict[str, Any]:
+    """``model.yaml`` of a graph over token ids, tokenised by the server."""
+    return {
+        "runtime": "onnx",
+        "artifact": ARTIFACT,
+        "batching": {"max_batch_size": MAX_BATCH_SIZE},
+        "preprocess": {"text": _text_preprocess(inputs, max_length)},
+    }
+
+
 def _trace_batch(tokenizer: Any, inputs: Sequence[str], max_length: int) -> tuple[Any, ...]:
     """Two texts of different lengths: the traced graph sees real padding in the mask."""
     encoded = tokenizer(
@@ -408,15 +453,8 @@ def _text_classification(parts: _Parts, options: ImportOptions, folder: Path) ->
     labels = _labels(model.config, options)
     max_length = _max_length(tokenizer, model.config, options)
     inputs = _tokenizer_inputs(tokenizer, model)
-    _write_tokenizer(tokenizer, max_length, folder / TOKENIZER)
-    _onnx_export(
-        _logits_module(model, inputs),
-        _trace_batch(tokenizer, inputs, max_length),
-        inputs,
-        "logits",
-        _token_axes(inputs, "logits"),
-        folder / ARTIFACT,
-        options,
+    _export_text_graph(
+        _logits_module(model, inputs), tokenizer, inputs, "logits", max_length, folder, options
     )
     taken = set(inspect.signature(model.forward).parameters)
 
@@ -433,17 +471,11 @@ def _text_classification(parts: _Parts, options: ImportOptions, folder: Path) ->
                 rows.append(model(**given).logits[0].float().numpy())
         return {"logits": np.stack(rows)}
 
-    examples = _examples(options, "text", "texts")
-    notes = [f"tokenizer.json: max_length {max_length}, inputs {', '.join(inputs)}"]
-    if examples is None:
-        examples = _byte_rows(SAMPLE_TEXTS, "texts")
-        notes.append(f"no example texts given: checked on {len(SAMPLE_TEXTS)} sample sentences")
+    notes: list[str] = []
+    examples = _text_examples(options, inputs, max_length, notes)
     return Exported(
         manifest={
-            "runtime": "onnx",
-            "artifact": ARTIFACT,
-            "batching": {"max_batch_size": MAX_BATCH_SIZE},
-            "preprocess": {"text": _text_preprocess(inputs, max_length)},
+            **_text_manifest(inputs, max_length),
             "postprocess": {"classification": {"output": "logits", "softmax": True}},
         },
         original=original,
@@ -509,30 +541,12 @@ def _sentence_embeddings(parts: _Parts, options: ImportOptions, folder: Path) ->
         ]
     inputs = _tokenizer_inputs(tokenizer, encoder)
     module = _embedding_module(encoder, head, inputs)
-    _write_tokenizer(tokenizer, max_length, folder / TOKENIZER)
-    _onnx_export(
-        module,
-        _trace_batch(tokenizer, inputs, max_length),
-        inputs,
-        "embedding",
-        _token_axes(inputs, "embedding"),
-        folder / ARTIFACT,
-        options,
-    )
+    _export_text_graph(module, tokenizer, inputs, "embedding", max_length, folder, options)
     if original is None:
         original = _embedding_original(module, tokenizer, inputs, max_length)
-    examples = _examples(options, "text", "texts")
-    notes.append(f"tokenizer.json: max_length {max_length}, inputs {', '.join(inputs)}")
-    if examples is None:
-        examples = _byte_rows(SAMPLE_TEXTS, "texts")
-        notes.append(f"no example texts given: checked on {len(SAMPLE_TEXTS)} sample sentences")
+    examples = _text_examples(options, inputs, max_length, notes)
     return Exported(
-        manifest={
-            "runtime": "onnx",
-            "artifact": ARTIFACT,
-            "batching": {"max_batch_size": MAX_BATCH_SIZE},
-            "preprocess": {"text": _text_preprocess(inputs, max_length)},
-        },
+        manifest=_text_manifest(inputs, max_length),
         original=original,
         examples={"text": examples},
         checks={"embedding": "cosine"},
