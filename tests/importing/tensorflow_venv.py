@@ -8,7 +8,6 @@ Outside CI a missing virtualenv skips those tests; in CI (``INFERSHIP_CI=1``) it
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import subprocess
 import tempfile
@@ -16,31 +15,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
-PYTHON = ROOT / ".venv" / "import-tensorflow" / "bin" / "python"
+from .conftest import virtualenv_python
+
 JOBS = Path(__file__).with_name("tensorflow_jobs.py")
 TIMEOUT_S = 600
 
 _ran: dict[str, Path | str] = {}
 
 
-def tensorflow_python() -> Path:
-    if not PYTHON.exists():
-        message = (
-            f"{PYTHON} is missing: python -m venv .venv/import-tensorflow && "
-            ".venv/import-tensorflow/bin/pip install -e . "
-            "-r tests/importing/requirements-tensorflow.txt"
-        )
-        if os.environ.get("INFERSHIP_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return PYTHON
-
-
 def tensorflow_results() -> Path:
     """The jobs' output folder; the jobs run on the first call (a failure fails every caller
     with the jobs' output, without running them again)."""
-    python = tensorflow_python()
+    python = virtualenv_python("tensorflow")
     if "out" not in _ran:
         out = Path(tempfile.mkdtemp(prefix="infership-tensorflow-"))
         atexit.register(shutil.rmtree, out, ignore_errors=True)
@@ -54,5 +40,5 @@ def tensorflow_results() -> Path:
         _ran["out"] = out if done.returncode == 0 else (done.stdout + done.stderr)[-6000:]
     result = _ran["out"]
     if isinstance(result, str):
-        pytest.fail(f"{JOBS.name} failed in {PYTHON.parent.parent}:\n{result}")
+        pytest.fail(f"{JOBS.name} failed in {python.parent.parent}:\n{result}")
     return result

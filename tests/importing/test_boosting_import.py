@@ -4,10 +4,7 @@ compared with ``predict_proba``/``predict`` on scikit-learn's datasets. 20 trees
 
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -18,20 +15,12 @@ from infership.importing import import_path, save_model
 from infership.importing.registry import for_object, for_path
 from infership.repository.manifest import load_manifest
 
-from .conftest import served_outputs
+from .conftest import require, served_outputs
 
-
-def _require(module: str) -> ModuleType:
-    """The framework, or a skip locally; in CI (INFERSHIP_CI=1) a missing one fails."""
-    if os.environ.get("INFERSHIP_CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-_require("onnxmltools")
-_require("skl2onnx")
-xgb = _require("xgboost")
-lgb = _require("lightgbm")
+require("onnxmltools")
+require("skl2onnx")
+xgb = require("xgboost")
+lgb = require("lightgbm")
 
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402

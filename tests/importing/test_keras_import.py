@@ -20,14 +20,11 @@ from infership.importing import import_path, save_model
 from infership.importing.registry import for_object, for_path
 from infership.repository.manifest import load_manifest
 
-from .conftest import served_outputs
+from .conftest import require, served_outputs
 from .tensorflow_venv import tensorflow_results
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is imported: no TensorFlow here
-if os.environ.get("INFERSHIP_CI"):
-    import keras
-else:
-    keras = pytest.importorskip("keras")
+keras = require("keras")
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 

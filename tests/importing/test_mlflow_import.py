@@ -22,7 +22,7 @@ from infership.importing import import_path
 from infership.importing.registry import for_object, for_path, source
 from infership.importing.sources.mlflow import MlflowSource, read_mlmodel
 
-from .conftest import served_outputs
+from .conftest import missing, served_outputs
 
 
 def _framework(name: str) -> ModuleType:
@@ -30,10 +30,7 @@ def _framework(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        message = f"{name} is not installed ({exc.name}): pip install 'infership[mlflow]'"
-        if os.environ.get("INFERSHIP_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed ({exc.name}): pip install 'infership[mlflow]'")
 
 
 @pytest.fixture(scope="module")

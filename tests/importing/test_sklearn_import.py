@@ -3,11 +3,8 @@ with ``predict_proba``/``predict``/``transform`` on scikit-learn's own datasets.
 
 from __future__ import annotations
 
-import importlib
-import os
 import pickle
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,18 +16,10 @@ from infership.importing.source import ImportOptions
 from infership.importing.sources.sklearn import SklearnSource
 from infership.repository.manifest import load_manifest
 
-from .conftest import served_outputs
+from .conftest import require, served_outputs
 
-
-def _require(module: str) -> ModuleType:
-    """The framework, or a skip locally; in CI (INFERSHIP_CI=1) a missing one fails."""
-    if os.environ.get("INFERSHIP_CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-_require("skl2onnx")
-skops_io = _require("skops.io")
+require("skl2onnx")
+skops_io = require("skops.io")
 
 from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.datasets import load_diabetes, load_digits, load_iris  # noqa: E402

@@ -9,13 +9,10 @@ runs ``torchvision_job.py`` there and serves what it wrote from here.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,23 +25,12 @@ from infership.importing import ImportReport, import_path, save_model
 from infership.importing.source import ImportOptions
 from infership.importing.sources.torch import TorchSource
 from infership.repository.manifest import load_manifest
-from infership.types import datatype_of
 
-from .conftest import served_outputs
+from .conftest import ROOT, ask, require, served_outputs, virtualenv_python
 
+torch = require("torch")
+require("onnxscript")
 
-def _require(module: str) -> ModuleType:
-    """The framework, or a skip locally; in CI (INFERSHIP_CI=1) a missing one fails."""
-    if os.environ.get("INFERSHIP_CI"):
-        return importlib.import_module(module)
-    return pytest.importorskip(module)
-
-
-torch = _require("torch")
-_require("onnxscript")
-
-ROOT = Path(__file__).parents[2]
-TORCHVISION_PYTHON = ROOT / ".venv" / "import-torchvision" / "bin" / "python"
 CLASSES = ("low", "middle", "high")
 
 
@@ -182,24 +168,11 @@ def served(imported: Imported) -> dict[str, dict[str, np.ndarray]]:
     try:
         client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
         return {
-            model: _ask(client, model, inputs, outputs)
+            model: ask(client, model, inputs, outputs)
             for model, (inputs, outputs) in questions.items()
         }
     finally:
         stop_server(server)
-
-
-def _ask(
-    client: Any, model: str, inputs: dict[str, np.ndarray], outputs: list[str]
-) -> dict[str, np.ndarray]:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = httpclient.InferInput(name, list(array.shape), datatype_of(array))
-        tensor.set_data_from_numpy(array, binary_data=True)
-        tensors.append(tensor)
-    wanted = [httpclient.InferRequestedOutput(n, binary_data=True) for n in outputs]
-    result = client.infer(model, tensors, outputs=wanted)
-    return {name: result.as_numpy(name) for name in outputs}
 
 
 @pytest.mark.e2e
@@ -368,19 +341,11 @@ def torchvision_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run ``torchvision_job.py`` in the torchvision virtualenv: it imports a small CNN with a
     Flask-style transform pipeline through ``save_model`` (parity checked there, with the real
     torchvision) and records what the mapping refuses."""
-    if not TORCHVISION_PYTHON.exists():
-        message = (
-            f"{TORCHVISION_PYTHON} is missing; build it with `python -m venv "
-            ".venv/import-torchvision && .venv/import-torchvision/bin/pip install -e . "
-            "-r tests/importing/requirements-torchvision.txt`"
-        )
-        if os.environ.get("INFERSHIP_CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = virtualenv_python("torchvision")
     out = tmp_path_factory.mktemp("torchvision")
     job = Path(__file__).with_name("torchvision_job.py")
     result = subprocess.run(
-        [str(TORCHVISION_PYTHON), str(job), str(out)],
+        [str(python), str(job), str(out)],
         capture_output=True,
         text=True,
         timeout=600,
