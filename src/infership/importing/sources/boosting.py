@@ -32,22 +32,18 @@ from infership.importing.source import (
     sample_inputs,
 )
 from infership.importing.sources.sklearn import (
-    ARTIFACT,
     DEFAULT_INPUT,
     LABEL,
     PREDICTIONS,
     PROBABILITIES,
     Kind,
-    checks,
     conversion_failed,
     describe,
     export_estimator,
-    finish_graph,
     from_package,
     from_package_deep,
-    manifest,
-    save_graph,
-    signature_notes,
+    tabular_exported,
+    write_graph,
 )
 from infership.types import Array, TensorSpec
 
@@ -160,20 +156,18 @@ def export_booster(booster: Any, options: ImportOptions, version_dir: Path) -> E
             f"onnxmltools gave the {NAMES[package]} booster (objective {task.objective!r}) the "
             f"outputs {produced}; a {kind} should have {', '.join(wanted)}"
         )
-    finish_graph(graph, dict(zip(produced, wanted, strict=True)))
     onnxmltools = require("onnxmltools", "boosting")
-    session = save_graph(graph, version_dir / ARTIFACT)
-    notes += signature_notes(session, f"onnxmltools {onnxmltools.__version__}")
+    names = dict(zip(produced, wanted, strict=True))
+    notes += write_graph(graph, names, version_dir, f"onnxmltools {onnxmltools.__version__}")
     labels = None
     if kind == "classifier":
         labels = _numbered_labels(task.classes, options)
         notes.append(f"objective {task.objective}: classes numbered 0..{task.classes - 1}")
     version = require(package, "boosting").__version__
-    return Exported(
-        manifest=manifest(kind, examples),
+    return tabular_exported(
+        kind,
+        examples,
         original=_booster_original(booster, package, task),
-        examples=examples,
-        checks=checks(kind),
         labels=labels,
         notes=notes,
         framework=f"{NAMES[package]} {version} Booster ({task.objective})",

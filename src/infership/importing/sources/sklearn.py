@@ -158,15 +158,12 @@ def export_estimator(model: object, options: ImportOptions, version_dir: Path) -
     examples, columns, notes = _examples(model, options)
     graph = _convert(model, kind, examples, options)
     names = _output_names(kind, [o.name for o in graph.graph.output], model)
-    finish_graph(graph, names)
-    session = save_graph(graph, version_dir / ARTIFACT)
+    notes += write_graph(graph, names, version_dir, f"skl2onnx {skl2onnx.__version__}")
     labels = class_labels(model, options) if kind == "classifier" else None
-    notes += signature_notes(session, f"skl2onnx {skl2onnx.__version__}")
-    return Exported(
-        manifest=manifest(kind, examples),
+    return tabular_exported(
+        kind,
+        examples,
         original=_original(model, kind, columns),
-        examples=examples,
-        checks=checks(kind),
         labels=labels,
         notes=notes,
         framework=f"scikit-learn {sklearn.__version__} {describe(model)}",
@@ -366,6 +363,38 @@ def _output_names(kind: Kind, produced: list[str], model: object) -> dict[str, s
             f"{len(wanted)} ({', '.join(wanted)})"
         )
     return dict(zip(produced, wanted, strict=True))
+
+
+def write_graph(
+    graph: Any, names: Mapping[str, str], version_dir: Path, converter: str
+) -> list[str]:
+    """Finish the converted graph (output names, free batch axis), write it as the version's
+    artefact and open it as the server will; the report's note on the signature it serves."""
+    finish_graph(graph, names)
+    session = save_graph(graph, version_dir / ARTIFACT)
+    return signature_notes(session, converter)
+
+
+def tabular_exported(
+    kind: Kind,
+    examples: dict[str, Array],
+    *,
+    original: Callable[[dict[str, Array]], dict[str, Array]],
+    labels: tuple[str, ...] | None,
+    notes: list[str],
+    framework: str,
+) -> Exported:
+    """A tabular ONNX model's description: its kind decides model.yaml's settings and what
+    the parity check compares."""
+    return Exported(
+        manifest=manifest(kind, examples),
+        original=original,
+        examples=examples,
+        checks=checks(kind),
+        labels=labels,
+        notes=notes,
+        framework=framework,
+    )
 
 
 def finish_graph(graph: Any, names: Mapping[str, str]) -> None:
