@@ -418,16 +418,6 @@ def _text_examples(
     return examples
 
 
-def _text_manifest(inputs: Sequence[str], max_length: int) -> dict[str, Any]:
-    """``model.yaml`` of a graph over token ids, tokenised by the server."""
-    return {
-        "runtime": "onnx",
-        "artifact": ARTIFACT,
-        "batching": {"max_batch_size": MAX_BATCH_SIZE},
-        "preprocess": {"text": _text_preprocess(inputs, max_length)},
-    }
-
-
 def _trace_batch(tokenizer: Any, inputs: Sequence[str], max_length: int) -> tuple[Any, ...]:
     """Two texts of different lengths: the traced graph sees real padding in the mask."""
     encoded = tokenizer(
@@ -474,10 +464,7 @@ def _text_classification(parts: _Parts, options: ImportOptions, folder: Path) ->
     notes: list[str] = []
     examples = _text_examples(options, inputs, max_length, notes)
     return Exported(
-        manifest={
-            **_text_manifest(inputs, max_length),
-            "postprocess": {"classification": {"output": "logits", "softmax": True}},
-        },
+        manifest=_manifest({"text": _text_preprocess(inputs, max_length)}, classifier=True),
         original=original,
         examples={"text": examples},
         checks={"logits": "top1"},
@@ -546,7 +533,7 @@ def _sentence_embeddings(parts: _Parts, options: ImportOptions, folder: Path) ->
         original = _embedding_original(module, tokenizer, inputs, max_length)
     examples = _text_examples(options, inputs, max_length, notes)
     return Exported(
-        manifest=_text_manifest(inputs, max_length),
+        manifest=_manifest({"text": _text_preprocess(inputs, max_length)}, classifier=False),
         original=original,
         examples={"text": examples},
         checks={"embedding": "cosine"},
@@ -759,13 +746,7 @@ def _image_classification(parts: _Parts, options: ImportOptions, folder: Path) -
         examples = sample_images(height, width, channels)
         notes.append(f"no example images given: checked on {len(examples)} synthetic PNG images")
     return Exported(
-        manifest={
-            "runtime": "onnx",
-            "artifact": ARTIFACT,
-            "batching": {"max_batch_size": MAX_BATCH_SIZE},
-            "preprocess": {"image": image},
-            "postprocess": {"classification": {"output": "logits", "softmax": True}},
-        },
+        manifest=_manifest({"image": image}, classifier=True),
         original=original,
         examples={"image": examples},
         checks={"logits": "top1"},
@@ -997,6 +978,20 @@ def _onnx_export(
             raise ImportFailed(
                 f"torch.onnx could not export the model: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+def _manifest(preprocess: dict[str, Any], classifier: bool) -> dict[str, Any]:
+    """``model.yaml``'s settings: the graph behind the server's pre-processing, and for a
+    classifier its logits through ``postprocess.classification``'s softmax."""
+    manifest: dict[str, Any] = {
+        "runtime": "onnx",
+        "artifact": ARTIFACT,
+        "batching": {"max_batch_size": MAX_BATCH_SIZE},
+        "preprocess": preprocess,
+    }
+    if classifier:
+        manifest["postprocess"] = {"classification": {"output": "logits", "softmax": True}}
+    return manifest
 
 
 def _framework(model: Any) -> str:
