@@ -227,3 +227,28 @@ def test_import_path_names_the_model_after_the_file(tmp_path: Path) -> None:
     report = import_path(tmp_path / "my model.v2.onnx", tmp_path / "repo")
     assert report.model == "my-model"
     assert infership.__version__
+
+
+def test_examples_without_rows_are_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ImportFailed, match=r"the example inputs hold no rows"):
+        save_model(linear(), tmp_path, "linear", example_inputs=ROWS[:0])
+
+
+@pytest.mark.parametrize(
+    ("value", "given"), [(True, True), ("true", True), ("yes", True), ("no", False),
+                         ("false", False), (False, False), (1, False)],
+)  # fmt: skip
+def test_only_a_clear_yes_is_consent(value: object, given: bool) -> None:
+    from infership.importing.source import consents
+
+    assert consents(ImportOptions("m", settings={"trust_pickle": value}), "trust_pickle") is given
+
+
+def test_examples_that_are_not_plain_arrays_are_a_usage_error(tmp_path: Path) -> None:
+    onnx.save(linear(), tmp_path / "linear.onnx")
+    np.savez(tmp_path / "rows.npz", x=np.array([{"a": 1}], dtype=object))
+    command = [sys.executable, "-m", "infership", "import", str(tmp_path / "linear.onnx"),
+               str(tmp_path / "repo"), "--example", str(tmp_path / "rows.npz")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "not a .npy or .npz of plain arrays" in done.stderr

@@ -13,8 +13,6 @@ import click
 from infership.cli.common import fail
 from infership.errors import ImportFailed, InfershipError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-
 
 def _common(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options ``import`` and ``verify-parity`` share: they must describe the same export."""
@@ -130,7 +128,10 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
     labels_path: Path | None = given.pop("labels")
     labels = None
     if labels_path is not None:
-        labels = [line for line in labels_path.read_text().splitlines() if line.strip()]
+        try:
+            labels = [line for line in _text(labels_path).splitlines() if line.strip()]
+        except ImportFailed as exc:
+            fail(str(exc), 2)
     return {
         "example_inputs": examples,
         "labels": labels,
@@ -147,14 +148,16 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
 def _examples(example: Path | None, samples: Path | None) -> Any:
     import numpy as np
 
+    from infership.optimize.samples import IMAGE_SUFFIXES
+
     if example is not None and samples is not None:
         raise ImportFailed("give --example or --samples, not both")
     if example is not None:
         try:
             loaded = np.load(example, allow_pickle=False)
-        except ValueError as exc:
+            return dict(loaded) if hasattr(loaded, "files") else loaded
+        except (ValueError, OSError) as exc:
             raise ImportFailed(f"{example}: not a .npy or .npz of plain arrays: {exc}") from exc
-        return dict(loaded) if hasattr(loaded, "files") else loaded
     if samples is None:
         return None
     if samples.is_dir():
@@ -162,10 +165,17 @@ def _examples(example: Path | None, samples: Path | None) -> Any:
         if not images:
             raise ImportFailed(f"{samples}: no images to use as samples")
         return {"image": np.array([p.read_bytes() for p in images], dtype=object)}
-    texts = [line for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [line for line in _text(samples).splitlines() if line.strip()]
     if not texts:
         raise ImportFailed(f"{samples}: no texts (one per line) to use as samples")
     return {"text": np.array([t.encode() for t in texts], dtype=object)}
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFailed(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
 
 
 def _setting(text: str) -> tuple[str, Any]:

@@ -121,7 +121,7 @@ def import_path(
     chosen = registry.source(source) if source else registry.for_path(path)
     name = name or name_from(path)
     options = _options(name, example_inputs, labels, None, format, opset, settings)
-    model = chosen.load(path, options)
+    model = _load(chosen, path, options)
     return _import(chosen, model, Path(repository), options, tolerance)
 
 
@@ -150,7 +150,7 @@ def verify_parity(
     options = _options(name, example_inputs, labels, preprocess, format, opset, settings)
     if isinstance(model, str | Path):
         chosen = registry.source(source) if source else registry.for_path(Path(model))
-        model = chosen.load(Path(model), options)
+        model = _load(chosen, Path(model), options)
     else:
         chosen = registry.source(source) if source else registry.for_object(model)
     if version is None:
@@ -219,6 +219,21 @@ def _import(
         writer.write_manifest(staged, exported.manifest, exported.labels)
         writer.commit(staged, repository)
     return report
+
+
+def _load(source: Source, path: Path, options: ImportOptions) -> object:
+    """``source.load``, with a framework's own errors (a corrupt file, a missing module) as
+    ImportFailed naming the file."""
+    try:
+        return source.load(path, options)
+    except InfershipError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ImportFailed(
+            f"loading {path} needs {exc.name}: pip install 'infership[{source.extra}]'"
+        ) from exc
+    except Exception as exc:
+        raise ImportFailed(f"{path}: {source.name} could not load it: {exc}") from exc
 
 
 def _export(source: Source, model: object, options: ImportOptions, folder: Path) -> Exported:

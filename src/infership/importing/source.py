@@ -201,9 +201,21 @@ def sample_inputs(specs: tuple[TensorSpec, ...], count: int = 8, seed: int = 0) 
     return drawn
 
 
+def consents(options: ImportOptions, key: str) -> bool:
+    """Whether the caller said yes to ``key`` (``trust_pickle``, ...): only True, or the text
+    true/yes/1 from ``--set``; "no", "false" or any other value is not consent."""
+    value = options.settings.get(key, False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1")
+    return value is True
+
+
 def rows(examples: Mapping[str, Array]) -> int:
     """The number of rows of a batch-major set of inputs (ImportFailed when they disagree)."""
     counts = {len(np.asarray(v)) for v in examples.values()}
     if len(counts) != 1:
         raise ImportFailed(f"example inputs disagree on the number of rows: {sorted(counts)}")
-    return counts.pop()
+    count = counts.pop()
+    if count == 0:
+        raise ImportFailed("the example inputs hold no rows")
+    return count

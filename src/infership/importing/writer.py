@@ -20,6 +20,7 @@ version, so an import that would change them for the versions already there is r
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import secrets
 import shutil
@@ -41,6 +42,8 @@ from infership.repository.manifest import (
 )
 
 LABELS = "labels.txt"
+LOCK = ".import.lock"
+"""Held while a version moves in; hidden, like the staging folders, from model discovery."""
 _COMPARED_AS_THE_MODEL = {"sha256", "name", "description"}
 """Fields a new version may change: everything else in model.yaml is shared by all versions."""
 
@@ -130,20 +133,45 @@ def check_fits(staged: Staged, repository: Path) -> None:
 def commit(staged: Staged, repository: Path) -> Path:
     """Move the staged version into ``repository``; its final folder. A new model moves whole;
     a new version of an existing one is checked again (the repository may have changed while
-    the parity check ran) and needs its version number still free."""
-    target = repository / staged.name
-    if not target.exists():
-        staged.model_dir.rename(target)
-        return target / str(staged.version)
-    manifest_path = target / MANIFEST_NAME
-    _same_model(staged, target)
-    final = target / str(staged.version)
-    if final.exists():
-        raise ImportFailed(f"{final}: version {staged.version} appeared while importing; retry")
-    new = digests(staged)
-    staged.version_dir.rename(final)
-    add_digests(manifest_path, {k: v for k, v in new.items() if k != LABELS})
-    return final
+    the parity check ran) and needs its version number still free. Imports into one
+    repository commit one at a time (a lock file), so two never race for a version number or
+    for ``model.yaml``; a failure leaves the repository as it was."""
+    with _locked(repository):
+        target = repository / staged.name
+        if not target.exists():
+            _rename(staged.model_dir, target)
+            return target / str(staged.version)
+        _same_model(staged, target)
+        final = target / str(staged.version)
+        if final.exists():
+            raise ImportFailed(f"{final}: version {staged.version} appeared while importing; retry")
+        new = digests(staged)
+        _rename(staged.version_dir, final)
+        try:
+            add_digests(target / MANIFEST_NAME, {k: v for k, v in new.items() if k != LABELS})
+        except BaseException:
+            final.rename(staged.version_dir)
+            raise
+        return final
+
+
+@contextmanager
+def _locked(repository: Path) -> Iterator[None]:
+    with (repository / LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _rename(source: Path, target: Path) -> None:
+    try:
+        source.rename(target)
+    except OSError as exc:
+        raise ImportFailed(
+            f"{target}: could not move the import in ({exc.strerror}); retry"
+        ) from exc
 
 
 def _same_model(staged: Staged, target: Path) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from infership.errors import ImportFailed
-from infership.importing.source import MAX_BATCH_SIZE, Exported, ImportOptions, Source
+from infership.importing.source import MAX_BATCH_SIZE, Exported, ImportOptions, Source, consents
 from infership.types import Array
 
 ARTIFACT = "model.onnx"
@@ -119,7 +119,10 @@ class HuggingFaceSource(Source):
             return Loaded(model)
         import transformers
 
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+        # trust_remote_code=False: never run (or ask at a terminal whether to run) model code.
+        config = transformers.AutoConfig.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
         if getattr(config, "auto_map", None):
             raise ImportFailed(
                 f"{path}/config.json: auto_map names code shipped with the model "
@@ -138,11 +141,11 @@ class HuggingFaceSource(Source):
         )
         if (path / TOKENIZER).is_file():
             preprocess = transformers.AutoTokenizer.from_pretrained(
-                str(path), local_files_only=True
+                str(path), local_files_only=True, trust_remote_code=False
             )
         else:
             preprocess = transformers.AutoImageProcessor.from_pretrained(
-                str(path), local_files_only=True
+                str(path), local_files_only=True, trust_remote_code=False
             )
         return Loaded(model, preprocess)
 
@@ -280,8 +283,14 @@ def _has_safetensors(path: Path) -> bool:
 
 
 def _refuse_pickle(path: Path, options: ImportOptions) -> None:
-    pickled = [f / n for f in _folders(path) for n in _PICKLED if (f / n).is_file()]
-    if pickled and not _has_safetensors(path) and not options.settings.get("trust_pickle"):
+    # Folder by folder: safetensors in one folder do not vouch for a pickle in another.
+    pickled = [
+        f / n
+        for f in _folders(path)
+        for n in _PICKLED
+        if (f / n).is_file() and not any((f / w).is_file() for w in _WEIGHTS)
+    ]
+    if pickled and not consents(options, "trust_pickle"):
         raise ImportFailed(
             f"{pickled[0]}: pickled weights run code when loaded; re-save the model with "
             "save_pretrained(..., safe_serialization=True) for model.safetensors, or pass "
