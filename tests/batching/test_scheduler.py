@@ -724,10 +724,12 @@ class ThreadRecorder:
     def __init__(self, fn: Callable[[Inputs], Inputs] = double) -> None:
         self.fn = fn
         self.threads: list[int] = []
+        self.batch_sizes: list[int] = []
         self.slow_s = 0.0
 
     def __call__(self, inputs: Inputs) -> Inputs:
         self.threads.append(threading.get_ident())
+        self.batch_sizes.append(len(inputs["x"]))
         if self.slow_s:
             time.sleep(self.slow_s)
         return self.fn(inputs)
@@ -806,3 +808,31 @@ async def test_a_fast_model_returning_too_few_rows_fails_that_request_on_the_loo
         await scheduler.submit(row(-1, rows=2))
     assert scheduler.in_flight == 0
     assert (await scheduler.submit(row(3)))["y"].tolist() == [[6, 6]]
+
+
+def _refuse_minus_one(inputs: Inputs) -> Inputs:
+    if (inputs["x"] == -1).any():
+        raise InvalidRequest("x must not be -1")
+    return double(inputs)
+
+
+async def test_a_refused_input_on_the_event_loop_thread_fails_only_the_request_at_fault(
+    make: Make,
+) -> None:
+    model = ThreadRecorder(_refuse_minus_one)
+    scheduler = await make(
+        model, inline_below_s=0.05, max_batch_size=8, max_queue_delay_ms=20,
+        preferred_batch_sizes=(2,),
+    )  # fmt: skip
+    for i in range(40):
+        await scheduler.submit(row(i))
+    assert model.threads[-1] == threading.get_ident()
+    # The queue delay gathers the two into one batch, computed on the loop thread.
+    bad, good = await asyncio.gather(
+        scheduler.submit(row(-1)), scheduler.submit(row(3)), return_exceptions=True
+    )
+    assert model.batch_sizes[-3:] == [2, 1, 1]  # the batch, then each request alone
+    assert set(model.threads[-3:]) == {threading.get_ident()}
+    assert isinstance(bad, InvalidRequest)
+    assert good["y"].tolist() == [[6, 6]]  # type: ignore[index]
+    assert scheduler.in_flight == 0

@@ -444,14 +444,24 @@ class BatchScheduler:
                 self._observer.queue_wait(now - request.submitted)
         self._in_flight += len(batch)
         try:
-            try:
-                outputs, seconds = self._compute([request.inputs for request in batch])
-            except Exception as exc:
-                self._fail(batch, exc, *self._batch_failure(batch, exc))
-                return
-            self._deliver(batch, outputs, seconds)
+            self._compute_inline(batch)
         finally:
             self._in_flight -= len(batch)
+
+    def _compute_inline(self, batch: list[_Request]) -> None:
+        try:
+            outputs, seconds = self._compute([request.inputs for request in batch])
+        except InvalidRequest as exc:
+            if len(batch) == 1:
+                self._fail(batch, exc, exc.message, type(exc))
+            else:  # the model refused its input: find which request it was, as _run does
+                for request in batch:
+                    self._compute_inline([request])
+            return
+        except Exception as exc:
+            self._fail(batch, exc, *self._batch_failure(batch, exc))
+            return
+        self._deliver(batch, outputs, seconds)
 
     def _launch(self, batch: list[_Request], now: float) -> None:
         self._free_slots -= 1
