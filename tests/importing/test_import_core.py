@@ -252,3 +252,11 @@ def test_examples_that_are_not_plain_arrays_are_a_usage_error(tmp_path: Path) ->
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "not a .npy or .npz of plain arrays" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "bad", [{"atol": -1.0}, {"rtol": float("nan")}, {"min_cosine": 2.0}, {"min_top1": -0.1}]
+)
+def test_a_tolerance_that_means_nothing_is_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ImportFailed, match=r"must be"):
+        Tolerance(**bad)  # type: ignore[arg-type]

@@ -123,6 +123,9 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
     try:
         examples = _examples(given.pop("example"), given.pop("samples"))
         settings = dict(_setting(text) for text in given.pop("settings"))
+        tolerance = Tolerance(
+            atol=given.pop("atol"), rtol=given.pop("rtol"), min_cosine=given.pop("min_cosine")
+        )
     except ImportFailed as exc:
         fail(str(exc), 2)
     labels_path: Path | None = given.pop("labels")
@@ -139,9 +142,7 @@ def _arguments(given: dict[str, Any]) -> dict[str, Any]:
         "opset": given.pop("opset"),
         "settings": settings,
         "source": given.pop("source"),
-        "tolerance": Tolerance(
-            atol=given.pop("atol"), rtol=given.pop("rtol"), min_cosine=given.pop("min_cosine")
-        ),
+        "tolerance": tolerance,
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from infership.errors import InfershipError, ParityFailed
+from infership.errors import ImportFailed, InfershipError, ParityFailed
 from infership.importing.source import Check, rows
 from infership.types import Array, InferenceRequest, RequestedOutput
 
@@ -43,6 +43,16 @@ class Tolerance:
     """``cosine`` outputs: the lowest cosine similarity of a row to the original's."""
     min_top1: float = 1.0
     """``top1`` outputs: the least share of rows whose arg-max class must agree."""
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ImportFailed(f"tolerance {name} must be 0 or more, got {value}")
+        if not -1 <= self.min_cosine <= 1:
+            raise ImportFailed(f"min_cosine must be from -1 to 1, got {self.min_cosine}")
+        if not 0 <= self.min_top1 <= 1:
+            raise ImportFailed(f"min_top1 must be from 0 to 1, got {self.min_top1}")
 
     def bounds(self, dtype: np.dtype[Any]) -> tuple[float, float]:
         atol, rtol = DEFAULTS.get(dtype.name, (0.0, 0.0))
