@@ -81,11 +81,22 @@ def repository(tmp_path: Path) -> Path:
     return target
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, never one this test process handed out before.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first socket
+    is closed, so a server asked for a REST and a gRPC port could otherwise get one port
+    twice and fail to bind (seen in CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def serve_command(*args: str) -> list[str]:
