@@ -133,6 +133,11 @@ def test_tritonclient_grpc(server: RunningServer) -> None:
         "bad_shape": "StatusCode.INVALID_ARGUMENT",
         "bad_dtype": "StatusCode.INVALID_ARGUMENT",
     }
+    streamed = seen["stream"]
+    assert streamed["results"] == {f"s-{i}": [[2.0, 4.0, 6.0, 8.0]] for i in range(8)}
+    (error,) = streamed["errors"]
+    assert "'x'" in error, error
+    assert "shape" in error, error
 
 
 def test_kserve_rest_and_grpc_clients(server: RunningServer) -> None:

@@ -57,16 +57,22 @@ class AccessPolicy:
     def admit(self, access: Access, token: str | None, client: str | None) -> Principal:
         """The caller, if it may use an ``access`` endpoint now. Raises Unauthenticated,
         Forbidden or RateLimited. ``client`` (an address) tells anonymous callers apart."""
+        principal = self.authenticate(access, token)
+        if access in (Access.INFER, Access.ADMIN):
+            self._limiter.check(principal, None if self.keys.enabled else client)
+        return principal
+
+    def authenticate(self, access: Access, token: str | None) -> Principal:
+        """The caller, if its key opens ``access`` endpoints; nothing is counted against its
+        rate. Raises Unauthenticated or Forbidden. A stream is authenticated once when it
+        opens, and each request on it is admitted as it arrives."""
         if access is Access.PUBLIC:
             return ANONYMOUS
         if (access is Access.HEALTH and not self.settings.protect_health) or (
             access is Access.METRICS and not self.settings.protect_metrics
         ):
             return ANONYMOUS  # probes and scrapers are neither authenticated nor rate limited
-        principal = self.keys.authenticate(token, _SCOPES[access])
-        if access in (Access.INFER, Access.ADMIN):
-            self._limiter.check(principal, None if self.keys.enabled else client)
-        return principal
+        return self.keys.authenticate(token, _SCOPES[access])
 
 
 def bearer_token(authorization: str | None) -> str | None:

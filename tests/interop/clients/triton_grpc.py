@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,28 @@ def main() -> None:
         "bad_dtype": error_of(lambda: client.infer(args.model, [bad_dtype]), status),
     }
 
+    seen["stream"] = stream(client, args.half)
     client.close()
     report(seen)
+
+
+def stream(client: grpcclient.InferenceServerClient, model: str) -> dict[str, Any]:
+    """tritonclient's streaming API: requests sent back to back on one ModelStreamInfer
+    call, a bad one among them; every answer arrives through the callback."""
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    for i in range(8):
+        client.async_stream_infer(model, [half_input()], request_id=f"s-{i}")
+    client.async_stream_infer(model, [half_input((2, 2))], request_id="s-bad")
+    results, errors = {}, []
+    for _ in range(9):
+        result, error = answers.get(timeout=30)
+        if error is not None:
+            errors.append(str(error))
+        else:
+            results[result.get_response().id] = result.as_numpy("y").tolist()
+    client.stop_stream()
+    return {"results": results, "errors": errors}
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Every rpc goes through :func:`_rpc`, the one place our errors become gRPC status
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -32,35 +33,58 @@ Handler = Callable[["InferenceServicer", Req, Context], Awaitable[Resp]]
 
 READY = "READY"
 
+STREAM_WINDOW = 64
+"""Requests of one ``ModelStreamInfer`` call in progress at once. Reading the stream pauses
+while this many are unanswered, so a client that sends without reading its answers is held
+back by HTTP/2 flow control instead of filling memory, and one stream still gives the
+batcher enough requests to fill a batch."""
 
-def _rpc(access: Access) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
+
+def _rpc(
+    access: Access, *, stream: bool = False
+) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     """Admit the caller for ``access`` (key, scope, rate), then answer our errors with their
     status code, message and retry hint. Operator errors and anything unexpected become
-    INTERNAL with a generic message; the details go to the log."""
+    INTERNAL with a generic message; the details go to the log.
+
+    A ``stream`` is only authenticated here: each request on it is admitted (its rate
+    counted) as it arrives."""
 
     def decorate(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         @functools.wraps(handler)
         async def guarded(self: InferenceServicer, request: Req, context: Context) -> Resp:
             try:
-                self.policy.admit(access, _token(context), context.peer())
+                if stream:
+                    self.policy.authenticate(access, _token(context))
+                else:
+                    self.policy.admit(access, _token(context), context.peer())
                 return await handler(self, request, context)
             except InfershipError as exc:
-                code = status_for(exc)
-                message = details_for(exc.message)
-                if code is grpc.StatusCode.INTERNAL:
-                    log.error("gRPC %s failed: %s", handler.__name__, exc)
-                    message = f"{type(exc).__name__}: the server failed; see its log"
+                code, message = _status(exc, handler.__name__)
                 await context.abort(code, message, trailing_metadata=trailers_for(exc))
+            except grpc.aio.AbortError:
+                raise  # a stream's message that does not decode (decoding.guarded) ends it
             except Exception:
                 log.exception("gRPC %s failed unexpectedly", handler.__name__)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal server error; see the server log"
-                )
+                await context.abort(grpc.StatusCode.INTERNAL, _INTERNAL)
             raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
         return guarded
 
     return decorate
+
+
+_INTERNAL = "internal server error; see the server log"
+
+
+def _status(exc: InfershipError, rpc: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a client gets for ``exc``; a failure of the server's own
+    (INTERNAL) is logged and answered without its details."""
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("gRPC %s failed: %s", rpc, exc)
+        return code, f"{type(exc).__name__}: the server failed; see its log"
+    return code, details_for(exc.message)
 
 
 def _token(context: Context) -> str | None:
@@ -130,6 +154,56 @@ class InferenceServicer:
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    @_rpc(Access.INFER, stream=True)
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
+    ) -> None:
+        """Each request is computed as it arrives, at most STREAM_WINDOW at once, and answered
+        when done: answers come in the order requests finish, each echoing its request's id.
+        A request that fails gets ``error_message`` and the stream goes on."""
+        token, peer = _token(context), context.peer()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        writing = asyncio.Lock()  # grpc.aio allows one write at a time on a call
+        answering: set[asyncio.Task[None]] = set()
+
+        async def answer(request: pb.ModelInferRequest) -> None:
+            try:
+                try:
+                    self.policy.admit(Access.INFER, token, peer)
+                    reply = pb.ModelStreamInferResponse(
+                        infer_response=await self._infer(request, context)
+                    )
+                except InfershipError as exc:
+                    reply = _stream_error(request, _status(exc, "ModelStreamInfer")[1])
+                except Exception:
+                    log.exception("gRPC ModelStreamInfer failed unexpectedly")
+                    reply = _stream_error(request, _INTERNAL)
+                async with writing:
+                    await context.write(reply)
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                pass  # the call has ended (a message did not decode): its status says so
+            finally:
+                window.release()
+
+        try:
+            async for request in requests:
+                await window.acquire()
+                task = asyncio.create_task(answer(request))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
+            if answering:
+                await asyncio.gather(*answering)
+        finally:
+            # The client went away, or a message did not decode: what is still computing is
+            # cancelled, which takes it out of its model's queue.
+            for task in answering:
+                task.cancel()
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
         inference = decode_infer_request(request)
         # The client's gRPC deadline becomes the request's deadline, so a request whose caller
         # has given up is never computed. A cancelled call cancels this coroutine, which takes
@@ -175,6 +249,15 @@ class InferenceServicer:
             raise InvalidRequest(f"unload parameters are not supported ({', '.join(unsupported)})")
         await self.dataplane.unload_model(_model_name(request))
         return pb.RepositoryModelUnloadResponse()
+
+
+def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
 
 
 def _model_name(request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest) -> str:

@@ -70,6 +70,11 @@ class GRPCInferenceServiceStub(object):
                 request_serializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelStreamInfer = channel.stream_stream(
+                '/inference.GRPCInferenceService/ModelStreamInfer',
+                request_serializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+                response_deserializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
+                _registered_method=True)
         self.RepositoryIndex = channel.unary_unary(
                 '/inference.GRPCInferenceService/RepositoryIndex',
                 request_serializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.RepositoryIndexRequest.SerializeToString,
@@ -126,6 +131,14 @@ class GRPCInferenceServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelStreamInfer(self, request_iterator, context):
+        """Triton's streaming extension (tritonclient's start_stream / async_stream_infer): many
+        requests on one call, each answered on it, in the order they finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RepositoryIndex(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -176,6 +189,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.FromString,
                     response_serializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelStreamInfer': grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer,
+                    request_deserializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.FromString,
+                    response_serializer=infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelStreamInferResponse.SerializeToString,
             ),
             'RepositoryIndex': grpc.unary_unary_rpc_method_handler(
                     servicer.RepositoryIndex,
@@ -354,6 +372,33 @@ class GRPCInferenceService(object):
             '/inference.GRPCInferenceService/ModelInfer',
             infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
             infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelStreamInfer(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inference.GRPCInferenceService/ModelStreamInfer',
+            infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
+            infership_dot_protocols_dot_grpc_dot_generated_dot_grpc__service__pb2.ModelStreamInferResponse.FromString,
             options,
             channel_credentials,
             insecure,
