@@ -228,3 +228,25 @@ async def test_stopping_answers_the_requests_in_progress_then_ends_the_stream(
     finally:
         held.release.set()
         await serving.close()
+
+
+async def test_large_requests_take_more_of_the_window(harness: Harness) -> None:
+    """With 4 MiB messages, requests of 2.1 MiB take 34 of the 64 places each: one at a time."""
+    held = Held()
+    settings = ServerSettings(grpc={"port": 0, "max_message_bytes": 4 * 1024 * 1024})
+    serving, _ = await serving_for(harness, held, settings, max_queue_size=100)
+    try:
+        call = serving.stub.ModelStreamInfer()
+        for i in range(3):
+            request = rows_request(i, i)
+            request.parameters["padding"].string_param = "p" * 2_200_000
+            await call.write(request)
+        await held.wait_started()
+        await asyncio.sleep(0.3)
+        assert harness.models[0].scheduler.queue_depth == 0  # the second is not read yet
+        held.release.set()
+        await call.done_writing()
+        assert len([a async for a in call]) == 3
+    finally:
+        held.release.set()
+        await serving.close()

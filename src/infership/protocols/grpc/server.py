@@ -55,7 +55,8 @@ class GrpcServer:
         )
         # Registered through guarded(): a request that does not decode is INVALID_ARGUMENT.
         registrar = guarded(server)
-        add_servicer(InferenceServicer(self.dataplane, self.policy), registrar)
+        servicer = InferenceServicer(self.dataplane, self.policy, stream_bytes=limit)
+        add_servicer(servicer, registrar)
         add_health(self.health, registrar)
         host = f"[{self.host}]" if ":" in self.host else self.host
         address = f"{host}:{self.settings.grpc.port}"

@@ -37,7 +37,8 @@ STREAM_WINDOW = 64
 """Requests of one ``ModelStreamInfer`` call in progress at once. Reading the stream pauses
 while this many are unanswered, so a client that sends without reading its answers is held
 back by HTTP/2 flow control instead of filling memory, and one stream still gives the
-batcher enough requests to fill a batch."""
+batcher enough requests to fill a batch. Large requests take more of the window (see
+``InferenceServicer.stream_bytes``)."""
 
 
 def _rpc(
@@ -100,12 +101,19 @@ def _token(context: Context) -> str | None:
 class InferenceServicer:
     """The rpcs of ``inference.GRPCInferenceService`` over one :class:`DataPlane`.
 
-    Registered with ``_pb.add_servicer(InferenceServicer(plane, policy), server)``.
+    Registered with ``_pb.add_servicer(InferenceServicer(plane, policy, bytes), server)``.
     """
 
-    def __init__(self, dataplane: DataPlane, policy: AccessPolicy) -> None:
+    def __init__(self, dataplane: DataPlane, policy: AccessPolicy, stream_bytes: int) -> None:
         self.dataplane = dataplane
         self.policy = policy
+        self.stream_bytes = stream_bytes
+        """Bytes of requests one stream may have in progress (``grpc.max_message_bytes``): as
+        much as one unary call may send. A request takes a share of STREAM_WINDOW in
+        proportion to its size, so one of the largest size is alone in progress."""
+
+    def _window_share(self, request: pb.ModelInferRequest) -> int:
+        return min(STREAM_WINDOW, 1 + request.ByteSize() * STREAM_WINDOW // self.stream_bytes)
 
     @_rpc(Access.HEALTH)
     async def ServerLive(
@@ -168,7 +176,7 @@ class InferenceServicer:
         writing = asyncio.Lock()  # grpc.aio allows one write at a time on a call
         answering: set[asyncio.Task[None]] = set()
 
-        async def answer(request: pb.ModelInferRequest) -> None:
+        async def answer(request: pb.ModelInferRequest, share: int) -> None:
             try:
                 try:
                     self.policy.admit(Access.INFER, token, peer)
@@ -185,12 +193,15 @@ class InferenceServicer:
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 pass  # the call has ended (a message did not decode): its status says so
             finally:
-                window.release()
+                for _ in range(share):
+                    window.release()
 
         try:
             async for request in requests:
-                await window.acquire()
-                task = asyncio.create_task(answer(request))
+                share = self._window_share(request)
+                for _ in range(share):  # this loop is the only one that acquires: no deadlock
+                    await window.acquire()
+                task = asyncio.create_task(answer(request, share))
                 answering.add(task)
                 task.add_done_callback(answering.discard)
             if answering:
