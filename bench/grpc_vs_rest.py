@@ -1,20 +1,30 @@
 """gRPC against REST on the trivial model, in alternating rounds (issue 20, item 6).
 
-    .venv/bin/python bench/grpc_vs_rest.py                    # 5 rounds of 5 s per transport, c=32
+    .venv/bin/python bench/grpc_vs_rest.py                    # 5 rounds of 5 s per target, c=32
     .venv/bin/python bench/grpc_vs_rest.py --rounds 7 -d 8 -c 1 -c 32
+    .venv/bin/python bench/grpc_vs_rest.py --generator h2load # nghttp2's h2load sends both
     .venv/bin/python bench/grpc_vs_rest.py --smoke            # seconds
     .venv/bin/python bench/grpc_vs_rest.py --append           # and append to BENCHMARKS.md
 
 One ``infership serve`` with ``bench/models`` (``add``: ``y = x + 1`` on FP32 ``[1, 16]``) serves
-both transports. Each round runs REST (the binary tensor extension, as ``infership bench
---payload oip-binary`` sends it) and then gRPC (``ModelInfer`` with ``raw_input_contents``, as
-tritonclient sends it), one slice each, so the drift of a shared machine falls on both alike.
-Medians over rounds are reported, and each ratio to REST is the median of the per-round
-ratios. Besides req/s each slice records the CPU time per answer of the server (its whole
-process, grpcio's threads included) and of the load generator, both in microseconds: on a
-2-core machine a generator that spends more per request takes cores from the server.
+every target. Each round runs REST (the binary tensor extension, as ``infership bench
+--payload oip-binary`` sends it), then gRPC ``ModelInfer`` (``raw_input_contents``, as
+tritonclient sends it), then the same request on ``ModelStreamInfer`` (one stream per
+connection, as tritonclient's ``async_stream_infer``), one slice each, so the drift of a shared
+machine falls on all alike. Medians over rounds are reported, and each ratio to REST is the
+median of the per-round ratios. Besides req/s each slice records the CPU time per answer of the
+server (its whole process, grpcio's threads included) and of the load generator, both in
+microseconds: on a 2-core machine a generator that spends more per request takes cores from
+the server.
 
-``--floor`` adds a third target to every round: a bare ``grpc.aio`` server on uvloop (this script
+The generator is ``infership bench``'s own (``--generator python``, the default): HTTP/1.1 on
+httptools, gRPC on ``grpc.aio``, which costs 3-4 times as much per request as its REST side.
+``--generator h2load`` sends REST (``--h1``) and unary gRPC (HTTP/2 with the gRPC framing) with
+nghttp2's C client instead (Debian's ``nghttp2-client``), so both transports meet the same
+generator; h2load reads no gRPC status, so every slice is checked against the server's own
+count of successful requests. It has no streaming mode and reports no percentiles.
+
+``--floor`` adds a target to every round: a bare ``grpc.aio`` server on uvloop (this script
 with ``--serve-floor PORT``) whose one method answers a prepared ``ModelInferResponse`` without
 decoding the request. What it costs per request is what grpcio costs before any of our code runs.
 """
@@ -41,10 +51,124 @@ def targets(url: str, grpc_url: str) -> dict[str, Any]:
     from infership.bench.transport import GrpcTarget, HttpTarget
 
     x = payloads.parse_tensor("x:FP32:1,16")
+    request = payloads.grpc_infer_request("add", [x], ["y"])
     return {
         "rest": HttpTarget(url, payloads.oip_binary(payloads.infer_path("add"), [x], ["y"])),
-        "grpc": GrpcTarget(grpc_url, payloads.grpc_infer_request("add", [x], ["y"])),
+        "grpc": GrpcTarget(grpc_url, request),
+        "grpc stream": GrpcTarget(grpc_url, request, stream=True),
     }
+
+
+class H2load:
+    """One target sent by nghttp2's ``h2load``: REST over HTTP/1.1 or unary gRPC over HTTP/2.
+
+    Its answers are not read, only their HTTP status; a gRPC error is an HTTP 200 with a
+    ``grpc-status`` trailer. So every slice also counts the server's successful requests
+    (``infership_requests_total``), and any request h2load sent that the server did not count
+    as a success is an error."""
+
+    def __init__(
+        self, url: str, rest_url: str | None, body: bytes, headers: list[str], h1: bool
+    ) -> None:
+        """``rest_url``: the infership server whose /metrics count the successes; None for a
+        server that counts nothing (the floor)."""
+        import tempfile
+
+        self.url, self.rest_url, self.headers, self.h1 = url, rest_url, headers, h1
+        self.body = tempfile.NamedTemporaryFile(suffix=".bin")  # noqa: SIM115 - lives with us
+        self.body.write(body)
+        self.body.flush()
+
+    @classmethod
+    def rest(cls, url: str) -> H2load:
+        from infership.bench import payloads
+
+        x = payloads.parse_tensor("x:FP32:1,16")
+        rest = payloads.oip_binary(payloads.infer_path("add"), [x], ["y"])
+        headers = [f"{key}: {value}" for key, value in rest.headers]
+        return cls(url + rest.path, url, rest.body, headers, h1=True)
+
+    @classmethod
+    def grpc(cls, grpc_url: str, rest_url: str | None) -> H2load:
+        import struct
+
+        from infership.bench import payloads
+
+        x = payloads.parse_tensor("x:FP32:1,16")
+        message = payloads.grpc_infer_request("add", [x], ["y"])
+        framed = b"\x00" + struct.pack(">I", len(message)) + message  # gRPC's message prefix
+        path = grpc_url.replace("grpc://", "http://") + f"/{SERVICE}/ModelInfer"
+        headers = ["content-type: application/grpc", "te: trailers"]
+        return cls(path, rest_url, framed, headers, h1=False)
+
+    def slice(self, concurrency: int, seconds: float, warmup: float, pid: int) -> dict[str, Any]:
+        from infership.bench import loadgen
+
+        if warmup > 0:
+            self._run(concurrency, warmup)
+        before_ok = _successes(self.rest_url) if self.rest_url else 0
+        before_cpu = loadgen.server_cpu_seconds(pid)
+        out, client_cpu = self._run(concurrency, seconds)
+        server_cpu = loadgen.server_cpu_seconds(pid) - before_cpu
+        measured = int(_find(r"status codes: (\d+) 2xx", out))
+        done = int(_find(r"requests: \d+ total, \d+ started, (\d+) done", out))
+        errors = done - measured
+        if self.rest_url:  # an HTTP 200 the server did not count as a success was a gRPC error
+            errors += max(0, done - (_successes(self.rest_url) - before_ok))
+        return {
+            "rps": float(_find(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)),
+            "errors": errors,
+            "p50_ms": None,
+            "p99_ms": None,
+            "server_us": 1e6 * server_cpu / measured if measured else None,
+            "client_us": 1e6 * client_cpu / measured if measured else None,
+        }
+
+    def _run(self, concurrency: int, seconds: float) -> tuple[str, float]:
+        """h2load's report and the CPU seconds it used."""
+        import os
+        import subprocess
+
+        argv = ["h2load", "-c", str(concurrency), "-m", "1", "-D", f"{round(seconds * 1000)}ms",
+                "-d", self.body.name]  # fmt: skip
+        argv += [a for header in self.headers for a in ("-H", header)]
+        argv += ["--h1"] if self.h1 else []
+        process = subprocess.Popen([*argv, self.url], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        out = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)  # reaped here, for its CPU time
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            raise RuntimeError(f"h2load exited with {process.returncode}:\n{out}")
+        return out, usage.ru_utime + usage.ru_stime
+
+
+def _find(pattern: str, text: str) -> str:
+    import re
+
+    found = re.search(pattern, text)
+    if found is None:
+        raise RuntimeError(f"h2load printed no {pattern!r}:\n{text}")
+    return found.group(1)
+
+
+def _successes(url: str) -> int:
+    """Requests to ``add`` the server counted as successful, over every transport."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "infership_requests"
+            for sample in family.samples
+            if sample.name == "infership_requests_total"
+            and sample.labels.get("model") == "add"
+            and sample.labels.get("outcome") == "success"
+        )
+    )
 
 
 def serve_floor(port: int) -> None:
@@ -115,7 +239,12 @@ def one_slice(
 
 
 def measure(
-    rounds: int, seconds: float, warmup: float, loads: list[int], floor: bool = False
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    loads: list[int],
+    floor: bool = False,
+    generator: str = "python",
 ) -> dict[str, Any]:
     import subprocess
 
@@ -126,11 +255,15 @@ def measure(
     url = f"http://127.0.0.1:{port}"
     argv, grpc_url = suite.serve_argv(port, suite.TRIVIAL_MODELS)
     server = suite.Process(argv, f"{url}/v2/health/ready")
-    pids = {"rest": server.popen.pid, "grpc": server.popen.pid}
+    pids = {"rest": server.popen.pid, "grpc": server.popen.pid, "grpc stream": server.popen.pid}
     bare: subprocess.Popen[bytes] | None = None
     by_load: dict[str, Any] = {}
     try:
-        chosen = targets(url, grpc_url)
+        chosen: dict[str, Any] = (
+            targets(url, grpc_url)
+            if generator == "python"
+            else {"rest": H2load.rest(url), "grpc": H2load.grpc(grpc_url, url)}
+        )
         if floor:
             floor_port = suite.free_port()
             bare = subprocess.Popen([sys.executable, __file__, "--serve-floor", str(floor_port)])
@@ -138,13 +271,21 @@ def measure(
             wait_for_grpc(floor_url)
             x = payloads.parse_tensor("x:FP32:1,16")
             request = payloads.grpc_infer_request("add", [x], ["y"])
-            chosen["grpc floor"] = GrpcTarget(floor_url, request)
+            chosen["grpc floor"] = (
+                GrpcTarget(floor_url, request)
+                if generator == "python"
+                else H2load.grpc(floor_url, None)
+            )
             pids["grpc floor"] = bare.pid
         for concurrency in loads:
             slices: dict[str, list[dict[str, Any]]] = {name: [] for name in chosen}
             for index in range(rounds):
                 for name, target in chosen.items():
-                    piece = one_slice(target, concurrency, seconds, warmup, pids[name])
+                    piece = (
+                        target.slice(concurrency, seconds, warmup, pids[name])
+                        if isinstance(target, H2load)
+                        else one_slice(target, concurrency, seconds, warmup, pids[name])
+                    )
                     slices[name].append(piece)
                     _log(
                         f"c={concurrency} round {index + 1}/{rounds} {name}:"
@@ -171,8 +312,12 @@ def measure(
 
 
 def _medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    keys = ("rps", "p50_ms", "p99_ms", "server_us", "client_us")
-    return {key: statistics.median(r[key] for r in runs if r[key] is not None) for key in keys}
+    keys = ("rps", "p50_ms", "p99_ms", "server_us", "client_us", "errors")
+    return {
+        key: statistics.median(values) if (values := [r[key] for r in runs if r[key] is not None])
+        else None
+        for key in keys
+    }  # fmt: skip
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -180,13 +325,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"### gRPC against REST, trivial model ({results['created']})",
         "",
         f"Machine: {results['machine']}; load average {results['load_before']} before the run.",
-        f"Command: `{results['command']}`; {results['rounds']} alternating rounds of"
+        f"Command: `{results['command']}` (generator: {results.get('generator', 'python')});"
+        f" {results['rounds']} alternating rounds of"
         f" {results['seconds']} s per transport (after {results['warmup']} s warm-up each),"
         " medians.",
         "",
         "| load | transport | req/s | p50 ms | p99 ms | server CPU µs/req | generator CPU µs/req |"
-        " ÷ REST req/s |",
-        "|---|---|---|---|---|---|---|---|",
+        " errors | ÷ REST req/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for load, entry in results["loads"].items():
         for name, m in entry["median"].items():
@@ -197,11 +343,17 @@ def markdown(results: dict[str, Any]) -> str:
                 else ""
             )
             label = name.replace("grpc", "gRPC").replace("rest", "REST")
+            errors = sum(piece["errors"] for piece in entry["slices"][name])
             rows.append(
-                f"| c={load} | {label} | {m['rps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
-                f" {m['server_us']:.0f} | {m['client_us']:.0f} | {ratio} |"
+                f"| c={load} | {label} | {m['rps']:.0f} | {_number(m['p50_ms'], 2)} |"
+                f" {_number(m['p99_ms'], 2)} | {_number(m['server_us'], 0)} |"
+                f" {_number(m['client_us'], 0)} | {errors} | {ratio} |"
             )
     return "\n".join(rows) + "\n"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _log(message: str) -> None:
@@ -216,6 +368,10 @@ def main() -> None:
     parser.add_argument("-c", "--concurrency", type=int, action="append")
     parser.add_argument("--smoke", action="store_true", help="2 rounds of 0.5 s")
     parser.add_argument("--floor", action="store_true", help="add a bare grpc.aio server")
+    parser.add_argument(
+        "--generator", choices=("python", "h2load"), default="python",
+        help="infership bench's own client, or nghttp2's h2load for REST and unary gRPC",
+    )  # fmt: skip
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help="JSON results (default bench/results/...)")
     parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
@@ -238,7 +394,8 @@ def main() -> None:
         "seconds": args.seconds,
         "warmup": args.warmup,
         "load_before": load_before,
-        "loads": measure(args.rounds, args.seconds, args.warmup, loads, args.floor),
+        "generator": args.generator,
+        "loads": measure(args.rounds, args.seconds, args.warmup, loads, args.floor, args.generator),
     }
     text = markdown(results)
     print(text)

@@ -206,13 +206,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A free loopback port, never one handed out before in this process: the kernel may give
+    the same ephemeral port to two binds in a row, and a server would get REST's port for gRPC."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 # -- a. the in-process limit -----------------------------------------------------------------

@@ -148,9 +148,19 @@ def test_bench_over_grpc_counts_answers_and_status_codes() -> None:
                        "x:FP32:1,16", "-c", "2", "-d", "0.5", "--warmup", "0.1")  # fmt: skip
         missing = infership("bench", target, "--payload", "grpc", "--model", "nope", "--input",
                             "x:FP32:1,16", "-d", "0.3", "--warmup", "0")  # fmt: skip
+        streamed = infership("bench", target, "--payload", "grpc-stream", "--model", "add",
+                             "--input", "x:FP32:1,16", "-c", "2", "-d", "0.5", "--warmup",
+                             "0.1")  # fmt: skip
+        stream_missing = infership("bench", target, "--payload", "grpc-stream", "--model",
+                                   "nope", "--input", "x:FP32:1,16", "-d", "0.3", "--warmup",
+                                   "0")  # fmt: skip
     finally:
         stop_server(server)
     assert ok.returncode == 0, ok.stderr
     assert "| grpc | c=2 |" in ok.stdout
     assert missing.returncode == 1
     assert "grpc NOT_FOUND" in missing.stdout
+    assert streamed.returncode == 0, streamed.stderr
+    assert "| grpc-stream | c=2 |" in streamed.stdout
+    assert stream_missing.returncode == 1
+    assert "grpc stream error" in stream_missing.stdout  # answered on the stream, not ended

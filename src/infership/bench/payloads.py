@@ -19,8 +19,9 @@ from infership.errors import InvalidRequest
 from infership.tensors import tensor_to_json_data, tensor_to_raw
 from infership.types import Array, numpy_dtype
 
-PAYLOADS: Final = ("upload", "raw", "oip-json", "oip-binary", "grpc")
-"""Payload kinds: multipart image upload, raw image body, OIP JSON, OIP binary tensors, gRPC."""
+PAYLOADS: Final = ("upload", "raw", "oip-json", "oip-binary", "grpc", "grpc-stream")
+"""Payload kinds: multipart image upload, raw image body, OIP JSON, OIP binary tensors, gRPC
+unary calls, gRPC requests on one stream per connection."""
 
 _IMAGE_TYPES: Final = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 

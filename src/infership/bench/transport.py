@@ -142,12 +142,15 @@ class _HttpConnection(asyncio.Protocol):
 class GrpcTarget:
     """An Open Inference Protocol gRPC server (``inference.GRPCInferenceService/ModelInfer``).
 
-    ``request`` is a serialized ``ModelInferRequest`` (see :func:`grpc_infer_request`).
+    ``request`` is a serialized ``ModelInferRequest`` (see :func:`grpc_infer_request`). With
+    ``stream``, each connection keeps one ``ModelStreamInfer`` call open and sends every
+    request on it, as tritonclient's ``async_stream_infer`` does.
     """
 
     url: str
     request: bytes
     timeout_s: float = 30.0
+    stream: bool = False
 
     def __post_init__(self) -> None:
         self.host, self.port = split_url(self.url)
@@ -162,6 +165,8 @@ class GrpcTarget:
         except TimeoutError:
             await channel.close()
             raise ConnectionError(f"no gRPC server answered at {self.host}:{self.port}") from None
+        if self.stream:
+            return _GrpcStreamConnection(channel, self.request, self.timeout_s)
         return _GrpcConnection(channel, self.request, self.timeout_s)
 
     _connect_timeout = 10.0
@@ -193,4 +198,44 @@ class _GrpcConnection:
         return None
 
     async def close(self) -> None:
+        await self._channel.close()
+
+
+class _GrpcStreamConnection:
+    """One ``ModelStreamInfer`` call; ``send`` writes the request and reads its answer. A
+    connection has one sender at a time, so answers cannot be taken for another's."""
+
+    def __init__(self, channel: object, request: bytes, timeout_s: float) -> None:
+        import grpc
+
+        assert isinstance(channel, grpc.aio.Channel)
+        self._channel = channel
+        self._call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")()
+        self._request = request
+        self._timeout_s = timeout_s
+        self._broken = False
+        self._grpc = grpc
+
+    @property
+    def reusable(self) -> bool:
+        return not self._broken
+
+    async def send(self) -> str | None:
+        try:
+            await self._call.write(self._request)
+            answer = await asyncio.wait_for(self._call.read(), self._timeout_s)
+        except TimeoutError:
+            self._broken = True  # a late answer would be read as the next request's
+            return "timeout"
+        except self._grpc.aio.AioRpcError as exc:
+            self._broken = True
+            return f"grpc {exc.code().name}"
+        if answer is self._grpc.aio.EOF:
+            self._broken = True
+            return "protocol"
+        # Not deserialized: error_message (field 1) is written first, and only when set.
+        return "grpc stream error" if answer[:1] == b"\x0a" else None
+
+    async def close(self) -> None:
+        self._call.cancel()
         await self._channel.close()

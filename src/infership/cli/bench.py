@@ -24,11 +24,12 @@ T = TypeVar("T")
 @click.option("--versus", help="A second target, run alternately with TARGET; prints B/A.")
 @click.option(
     "--payload",
-    type=click.Choice(["upload", "raw", "oip-json", "oip-binary", "grpc"]),
+    type=click.Choice(["upload", "raw", "oip-json", "oip-binary", "grpc", "grpc-stream"]),
     default="upload",
     show_default=True,
     help="upload: multipart image to /predict; raw: image body; oip-*: /v2 infer; "
-    "grpc: OIP gRPC ModelInfer (TARGET grpc://host:8001).",
+    "grpc: OIP gRPC ModelInfer (TARGET grpc://host:8001); grpc-stream: every request of a "
+    "connection on one ModelStreamInfer call.",
 )
 @click.option("--model", help="Model name (required for oip-* and grpc; optional for upload).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -153,8 +154,8 @@ class _Spec:
     def target(self, url: str) -> Target:
         from infership.bench.transport import GrpcTarget, HttpTarget
 
-        if self.payload == "grpc":
-            return GrpcTarget(url, self.grpc, self.timeout)
+        if self.payload in ("grpc", "grpc-stream"):
+            return GrpcTarget(url, self.grpc, self.timeout, stream=self.payload == "grpc-stream")
         return HttpTarget(url, self.http, self.timeout)
 
 
