@@ -210,7 +210,11 @@ class _GrpcStreamConnection:
 
         assert isinstance(channel, grpc.aio.Channel)
         self._channel = channel
-        self._call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")()
+        # No serializers: the request goes as the bytes given, the answers stay bytes.
+        method: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer"
+        )
+        self._call = method()
         self._request = request
         self._timeout_s = timeout_s
         self._broken = False
@@ -230,7 +234,7 @@ class _GrpcStreamConnection:
         except self._grpc.aio.AioRpcError as exc:
             self._broken = True
             return f"grpc {exc.code().name}"
-        if answer is self._grpc.aio.EOF:
+        if not isinstance(answer, bytes):  # grpc.aio.EOF: the server ended the stream
             self._broken = True
             return "protocol"
         # Not deserialized: error_message (field 1) is written first, and only when set.
