@@ -150,7 +150,8 @@ class Controller:
     """A Deployment controller for the tests, reconciling every ``interval_s`` in a thread.
 
     Images in ``broken_images`` never pull (ImagePullBackOff); in ``crashing_images`` they
-    crash (CrashLoopBackOff). With ``deadline_s``, a rollout stuck that long gets the
+    crash (CrashLoopBackOff); in ``unready_images`` they run but never pass their readiness
+    probe. With ``deadline_s``, a rollout stuck that long gets the
     Progressing=False / ProgressDeadlineExceeded condition.
     """
 
@@ -158,6 +159,7 @@ class Controller:
     namespace: str = NAMESPACE
     broken_images: set[str] = field(default_factory=set)
     crashing_images: set[str] = field(default_factory=set)
+    unready_images: set[str] = field(default_factory=set)
     deadline_s: float | None = None
     interval_s: float = 0.02
     _seen: dict[str, int] = field(default_factory=dict)
@@ -327,6 +329,8 @@ class Controller:
             failing = "ImagePullBackOff"
         elif images & self.crashing_images:
             failing = "CrashLoopBackOff"
+        elif images & self.unready_images:
+            failing = "Unready"
         if failing is None:
             for rs in others:
                 self._delete_pods(rs["metadata"]["name"])
@@ -423,6 +427,9 @@ class Controller:
                     }
                 }
                 restarts, last = 3, {"terminated": {"exitCode": 2, "reason": "Error"}}
+            elif failing == "Unready":
+                state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+                restarts, last = 0, {}
             else:
                 state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
                 restarts, last = 0, {}
@@ -454,11 +461,17 @@ class Controller:
         return name
 
     def _event(self, pod: str, failing: str, images: set[str]) -> None:
-        reason, message = (
-            ("Failed", f"Failed to pull image {sorted(images)[0]!r}: not found")
-            if failing == "ImagePullBackOff"
-            else ("BackOff", "Back-off restarting failed container")
-        )
+        reason, message = {
+            "ImagePullBackOff": (
+                "Failed",
+                f"Failed to pull image {sorted(images)[0]!r}: not found",
+            ),
+            "CrashLoopBackOff": ("BackOff", "Back-off restarting failed container"),
+            "Unready": (
+                "Unhealthy",
+                "Readiness probe failed: HTTP probe failed with statuscode: 503",
+            ),
+        }[failing]
         # Already recorded when the previous pass saw the same template (a scale).
         with contextlib.suppress(ConflictError):
             self._res("v1", "Event").create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def test_deploy_uses_the_contexts_namespace_when_none_is_given(
 def test_a_rollout_that_never_becomes_ready_is_rolled_back_with_the_reason(
     fake_apiserver: FakeCluster, controller: Controller
 ) -> None:
-    controller.broken_images.add(V2)
+    controller.unready_images.add(V2)
     controller.deadline_s = 0.3  # the Deployment's progressDeadlineSeconds, shortened
     assert deploy(fake_apiserver, V1).exit_code == 0
 
@@ -128,9 +129,26 @@ def test_a_rollout_that_never_becomes_ready_is_rolled_back_with_the_reason(
 
     assert result.exit_code == 1
     assert "rollout failed: Deployment ml/clf exceeded its progress deadline" in result.stderr
-    assert f'ImagePullBackOff: Back-off pulling image "{V2}"' in result.stderr
+    assert "Unhealthy: Readiness probe failed" in result.stderr
     assert f"rolling back Deployment ml/clf to revision 1 ({V1})" in result.stderr
     assert f"deploy of {V2} failed and was rolled back to revision 1" in result.stderr
+    assert fake_apiserver.deployed_image("clf") == V1
+
+
+def test_an_image_that_cannot_be_pulled_is_rolled_back_without_waiting_for_the_timeout(
+    fake_apiserver: FakeCluster, controller: Controller
+) -> None:
+    controller.broken_images.add(V2)
+    assert deploy(fake_apiserver, V1).exit_code == 0
+
+    started = time.monotonic()
+    result = deploy(fake_apiserver, V2)  # the default --timeout, 5 minutes
+
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1
+    assert "rollout failed: Deployment ml/clf cannot become ready" in result.stderr
+    assert f"deploy of {V2} failed and was rolled back to revision 1: pod clf-" in result.stderr
+    assert f'ImagePullBackOff: Back-off pulling image "{V2}"' in result.stderr
     assert fake_apiserver.deployed_image("clf") == V1
 
 

@@ -117,6 +117,9 @@ def _derived(base: str, tag: str, *lines: str, files: dict[str, Path] | None = N
     return tag
 
 
+_SERVE_FILES = "import http.server as h; h.test(h.SimpleHTTPRequestHandler, port=8000)"
+
+
 @pytest.fixture(scope="module")
 def images(kube: Any, example_image: str) -> Images:  # noqa: F811
     # Version 2 of the model beside version 1, as `infership build` lays a repository out
@@ -134,7 +137,9 @@ def images(kube: Any, example_image: str) -> Images:  # noqa: F811
         never_ready=_derived(
             example_image,
             "localhost/infership-e2e:never-ready",
-            'ENTRYPOINT ["python", "-m", "http.server", "8000"]',
+            # -c, so the Deployment's args (serve ...) land in sys.argv and are ignored; with
+            # -m http.server they were parsed, refused, and the "never ready" pod crash-looped.
+            f'ENTRYPOINT ["python", "-c", "{_SERVE_FILES}"]',
             "CMD []",
         ),
         overloaded=_overloaded(example_image),
@@ -298,18 +303,26 @@ def test_three_replicas_classify_through_the_service_and_update_under_load_losin
 
 
 def test_rollouts_that_cannot_become_ready_are_rolled_back_with_the_reason(
-    kube: Any, images: Images, namespace: str
+    kube: Any, images: Images, namespace: str, measured: Callable[[str], None]
 ) -> None:
     first = deploy(namespace, images.v1, "--replicas", "1")
     assert first.exit_code == 0, first.output
 
     for image, timeout, reason in [
-        # Not in the cluster's runtime, and no registry to pull it from.
-        ("registry.invalid/infership/missing:1", "20s", "ErrImagePull|ImagePullBackOff"),
-        (images.crashes, "20s", "CrashLoopBackOff|Error"),
-        (images.never_ready, "30s", "not ready|Unhealthy|Readiness"),
+        # Not in the cluster's runtime, and no registry to pull it from; and a server that
+        # exits at start. Once the kubelet only backs off (a crash loop after three crashes),
+        # deploy gives up at once instead of waiting out its 4-minute --timeout.
+        ("registry.invalid/infership/missing:1", "4m", "ImagePullBackOff"),
+        (images.crashes, "4m", "CrashLoopBackOff"),
+        (images.never_ready, "30s", "Unhealthy: Startup probe failed"),
     ]:
+        started = time.monotonic()
         broken = deploy(namespace, image, "--replicas", "1", timeout=timeout)
+        measured(f"{image}: rolled back after {time.monotonic() - started:.1f} s")
+        print(broken.output)
+        if timeout == "4m":
+            assert "cannot become ready" in broken.stderr, broken.output
+            assert time.monotonic() - started < 90, broken.output
         assert broken.exit_code == 1, broken.output
         assert "rolled back to revision" in broken.stderr, broken.output
         assert re.search(reason, broken.stderr), (image, broken.stderr)

@@ -13,6 +13,7 @@ from infership.k8s.kube import KubeCluster
 from infership.k8s.rollout import (
     RolloutStatus,
     evaluate,
+    hopeless,
     pod_problems,
     revisions,
     rollback,
@@ -63,10 +64,10 @@ def test_wait_is_woken_by_the_watch_not_the_poll_interval(
     assert watches[0].params["fieldSelector"] == "metadata.name=clf"
 
 
-def test_a_rollout_that_never_becomes_ready_fails_with_the_pods_reasons(
+def test_a_rollout_that_never_becomes_ready_fails_at_the_timeout_with_the_pods_reasons(
     fake_apiserver: FakeCluster, controller: Controller
 ) -> None:
-    controller.broken_images.add(V2)
+    controller.unready_images.add(V2)
     deploy(fake_apiserver, V1)
 
     with pytest.raises(RolloutFailed) as caught:
@@ -75,15 +76,60 @@ def test_a_rollout_that_never_becomes_ready_fails_with_the_pods_reasons(
     reasons = "\n".join(caught.value.reasons)
     assert "was not ready after 1.5s" in str(caught.value)
     assert "timeout after 1.5s" in caught.value.reasons[0]
+    assert "Unhealthy: Readiness probe failed" in reasons
+    assert "Pod clf-" in reasons
+
+
+def test_an_image_that_cannot_be_pulled_fails_at_once_not_at_the_timeout(
+    fake_apiserver: FakeCluster, controller: Controller
+) -> None:
+    controller.broken_images.add(V2)
+    deploy(fake_apiserver, V1)
+
+    started = time.monotonic()
+    with pytest.raises(RolloutFailed) as caught:
+        deploy(fake_apiserver, V2, timeout_s=300)
+
+    assert time.monotonic() - started < 10
+    reasons = "\n".join(caught.value.reasons)
+    assert "cannot become ready: its new pods will not start" in str(caught.value)
     assert f'ImagePullBackOff: Back-off pulling image "{V2}"' in reasons
     assert f"Failed: Failed to pull image '{V2}'" in reasons
     assert "Pod clf-" in reasons
 
 
-def test_progress_deadline_exceeded_fails_at_once_with_the_crash_reason(
+def _pod(reason: str | None, restarts: int = 0, *, init: bool = False) -> dict[str, Any]:
+    state = {"waiting": {"reason": reason}} if reason else {"running": {}}
+    container = {"name": "server", "state": state, "restartCount": restarts}
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return {"metadata": {"name": "p"}, "status": {key: [container]}}
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (_pod("ImagePullBackOff"), True),
+        (_pod("InvalidImageName"), True),
+        (_pod("ImagePullBackOff", init=True), True),
+        (_pod("ErrImagePull"), False),  # the first failure: the kubelet has not backed off yet
+        (_pod("CrashLoopBackOff", restarts=0), False),  # crashed once
+        (_pod("CrashLoopBackOff", restarts=1), False),  # twice
+        (_pod("CrashLoopBackOff", restarts=2), True),  # three times
+        (_pod("ContainerCreating"), False),
+        (_pod(None), False),
+        ({"metadata": {"name": "p"}}, False),  # no status yet
+    ],
+)
+def test_a_pod_is_hopeless_only_once_the_kubelet_is_backing_off_for_good(
+    pod: dict[str, Any], expected: bool
+) -> None:
+    assert hopeless(pod) is expected
+
+
+def test_progress_deadline_exceeded_fails_at_once_with_the_readiness_reason(
     fake_apiserver: FakeCluster, controller: Controller
 ) -> None:
-    controller.crashing_images.add(V2)
+    controller.unready_images.add(V2)
     controller.deadline_s = 0.2
     deploy(fake_apiserver, V1)
 
@@ -94,9 +140,7 @@ def test_progress_deadline_exceeded_fails_at_once_with_the_crash_reason(
     assert time.monotonic() - started < 10
     assert "exceeded its progress deadline" in str(caught.value)
     assert caught.value.reasons[0].startswith("ProgressDeadlineExceeded")
-    assert any(
-        "CrashLoopBackOff" in r and "3 restarts, exit code 2" in r for r in caught.value.reasons
-    )
+    assert any("Unhealthy: Readiness probe failed" in r for r in caught.value.reasons)
 
 
 def test_rollback_restores_the_previous_revision_after_a_failed_rollout(

@@ -5,7 +5,9 @@ the latest spec (``status.observedGeneration >= metadata.generation``), every de
 runs the new template (``updatedReplicas``), no old replica is left (``replicas``), and every
 updated replica is available. A ``Progressing`` condition with reason
 ``ProgressDeadlineExceeded`` (the rendered Deployment sets ``progressDeadlineSeconds``) fails
-at once; otherwise the wait ends at ``timeout_s``. While waiting it reads the Deployment's pods
+at once, and so does a new revision whose every pod is backing off from an image it cannot pull
+or from crashing again and again: the kubelet would only retry, slower each time. Otherwise the
+wait ends at ``timeout_s``. While waiting it reads the Deployment's pods
 and recent Warning events, so a failure says *why*: ImagePullBackOff, CrashLoopBackOff,
 Unschedulable, ...
 
@@ -44,6 +46,12 @@ _BAD_WAITING = {
     "CreateContainerError",
     "RunContainerError",
 }
+# Of those, the states in which the kubelet has already failed and now only retries with a
+# growing back-off (or never can): a new revision whose every pod is in one fails at once rather
+# than at --timeout. A crash loop counts once the container has failed ``_CRASHES`` times, so an
+# app that exits while a dependency comes up gets a few tries first.
+_HOPELESS = {"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff"}
+_CRASHES = 3
 _MAX_REASONS = 8
 
 
@@ -169,6 +177,40 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
     return problems
 
 
+def hopeless(pod: dict[str, Any]) -> bool:
+    """Whether a pod will not start without someone changing something: a container that
+    cannot pull its image and is backing off, or one that keeps crashing."""
+    status = pod.get("status") or {}
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    for container in statuses:
+        reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
+        if reason == "CrashLoopBackOff":
+            if int(container.get("restartCount", 0)) + 1 >= _CRASHES:
+                return True
+        elif reason in _HOPELESS:
+            return True
+    return False
+
+
+def new_pods_hopeless(cluster: Cluster, deployment: dict[str, Any]) -> bool:
+    """Whether the Deployment's newest ReplicaSet has pods and every one of them is hopeless."""
+    sets = _replica_sets(cluster, deployment)
+    if not sets:
+        return False
+    newest = max(
+        sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
+    )
+    template_hash = (newest["metadata"].get("labels") or {}).get("pod-template-hash")
+    if template_hash is None:
+        return False
+    pods = cluster.list_objects(
+        "Pod",
+        deployment["metadata"].get("namespace", ""),
+        labels=f"{selector_string(deployment)},pod-template-hash={template_hash}".lstrip(","),
+    )
+    return bool(pods) and all(hopeless(pod) for pod in pods)
+
+
 def failing_reasons(
     cluster: Cluster, deployment: dict[str, Any], since: float | None = None
 ) -> list[str]:
@@ -244,7 +286,8 @@ def wait_for_rollout(
 ) -> RolloutStatus:
     """Block until the Deployment ``namespace/name`` is rolled out; return its last status.
 
-    Raises RolloutFailed (with ``reasons``) on ``ProgressDeadlineExceeded`` or when
+    Raises RolloutFailed (with ``reasons``) on ``ProgressDeadlineExceeded``, as soon as every
+    pod of the new revision is hopeless (an image it cannot pull, a crash loop), or when
     ``timeout_s`` passes, and DeployError when the Deployment does not exist.
     ``on_progress`` gets every status seen, for a live display.
     """
@@ -267,6 +310,12 @@ def wait_for_rollout(
             raise RolloutFailed(
                 f"Deployment {namespace}/{name} exceeded its progress deadline: {deadline}",
                 [f"ProgressDeadlineExceeded: {deadline}", *reasons],
+            )
+        if reasons and new_pods_hopeless(cluster, deployment):
+            raise RolloutFailed(
+                f"Deployment {namespace}/{name} cannot become ready: its new pods will not start "
+                f"without a change ({reasons[0]})",
+                reasons,
             )
         if elapsed >= timeout_s:
             raise RolloutFailed(
