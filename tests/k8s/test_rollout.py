@@ -98,6 +98,20 @@ def test_an_image_that_cannot_be_pulled_fails_at_once_not_at_the_timeout(
     assert "Pod clf-" in reasons
 
 
+def test_a_healthy_revision_after_a_stuck_one_is_not_failed_for_the_old_pods(
+    fake_apiserver: FakeCluster, controller: Controller
+) -> None:
+    controller.broken_images.add(V2)
+    deploy(fake_apiserver, V1)
+    with pytest.raises(RolloutFailed):
+        deploy(fake_apiserver, V2, timeout_s=300)  # left in place, as --no-rollback does
+
+    status = deploy(fake_apiserver, V3)
+
+    assert status.done
+    assert fake_apiserver.deployed_image("clf") == V3
+
+
 def _pod(reason: str | None, restarts: int = 0, *, init: bool = False) -> dict[str, Any]:
     state = {"waiting": {"reason": reason}} if reason else {"running": {}}
     container = {"name": "server", "state": state, "restartCount": restarts}
@@ -110,6 +124,7 @@ def _pod(reason: str | None, restarts: int = 0, *, init: bool = False) -> dict[s
     [
         (_pod("ImagePullBackOff"), True),
         (_pod("InvalidImageName"), True),
+        (_pod("ErrImageNeverPull"), True),
         (_pod("ImagePullBackOff", init=True), True),
         (_pod("ErrImagePull"), False),  # the first failure: the kubelet has not backed off yet
         (_pod("CrashLoopBackOff", restarts=0), False),  # crashed once

@@ -41,6 +41,7 @@ _BAD_WAITING = {
     "ImagePullBackOff",
     "ErrImagePull",
     "InvalidImageName",
+    "ErrImageNeverPull",
     "CrashLoopBackOff",
     "CreateContainerConfigError",
     "CreateContainerError",
@@ -161,8 +162,7 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             reason = condition.get("reason") or "Unschedulable"
             problems.append(f"pod {name}: {reason}: {condition.get('message', '')}".rstrip(": "))
-    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-    for container in statuses:
+    for container in _containers(pod):
         waiting = (container.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
         if reason in _BAD_WAITING:
@@ -177,12 +177,15 @@ def pod_problems(pod: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = pod.get("status") or {}
+    return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+
+
 def hopeless(pod: dict[str, Any]) -> bool:
     """Whether a pod will not start without someone changing something: a container that
     cannot pull its image and is backing off, or one that keeps crashing."""
-    status = pod.get("status") or {}
-    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-    for container in statuses:
+    for container in _containers(pod):
         reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
         if reason == "CrashLoopBackOff":
             if int(container.get("restartCount", 0)) + 1 >= _CRASHES:
@@ -192,23 +195,26 @@ def hopeless(pod: dict[str, Any]) -> bool:
     return False
 
 
-def new_pods_hopeless(cluster: Cluster, deployment: dict[str, Any]) -> bool:
-    """Whether the Deployment's newest ReplicaSet has pods and every one of them is hopeless."""
+def stuck_revision(cluster: Cluster, deployment: dict[str, Any]) -> list[str]:
+    """The problems of the newest ReplicaSet's pods when it has some and every one of them is
+    hopeless; otherwise none."""
     sets = _replica_sets(cluster, deployment)
     if not sets:
-        return False
+        return []
     newest = max(
         sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
     )
     template_hash = (newest["metadata"].get("labels") or {}).get("pod-template-hash")
     if template_hash is None:
-        return False
+        return []
     pods = cluster.list_objects(
         "Pod",
         deployment["metadata"].get("namespace", ""),
         labels=f"{selector_string(deployment)},pod-template-hash={template_hash}".lstrip(","),
     )
-    return bool(pods) and all(hopeless(pod) for pod in pods)
+    if not pods or not all(hopeless(pod) for pod in pods):
+        return []
+    return [problem for pod in pods for problem in pod_problems(pod)]
 
 
 def failing_reasons(
@@ -311,11 +317,12 @@ def wait_for_rollout(
                 f"Deployment {namespace}/{name} exceeded its progress deadline: {deadline}",
                 [f"ProgressDeadlineExceeded: {deadline}", *reasons],
             )
-        if reasons and new_pods_hopeless(cluster, deployment):
+        stuck = stuck_revision(cluster, deployment) if reasons else []
+        if stuck:
             raise RolloutFailed(
                 f"Deployment {namespace}/{name} cannot become ready: its new pods will not start "
-                f"without a change ({reasons[0]})",
-                reasons,
+                f"without a change ({stuck[0]})",
+                [*stuck, *(reason for reason in reasons if reason not in stuck)],
             )
         if elapsed >= timeout_s:
             raise RolloutFailed(
