@@ -427,10 +427,7 @@ class Controller:
                     }
                 }
                 restarts, last = 3, {"terminated": {"exitCode": 2, "reason": "Error"}}
-            elif failing == "Unready":
-                state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
-                restarts, last = 0, {}
-            else:
+            else:  # running; ready only when nothing fails
                 state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
                 restarts, last = 0, {}
             statuses.append(
