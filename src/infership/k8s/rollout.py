@@ -201,9 +201,7 @@ def stuck_revision(cluster: Cluster, deployment: dict[str, Any]) -> list[str]:
     sets = _replica_sets(cluster, deployment)
     if not sets:
         return []
-    newest = max(
-        sets, key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION, 0))
-    )
+    newest = max(sets, key=lambda rs: _revision_number(rs) or 0)
     template_hash = (newest["metadata"].get("labels") or {}).get("pod-template-hash")
     if template_hash is None:
         return []
@@ -262,6 +260,13 @@ def _recent(event: dict[str, Any], since: float) -> bool:
         return True
     # Clocks differ between us and the cluster; a minute of slack keeps fresh events.
     return when >= since - 60
+
+
+def _revision_number(replica_set: dict[str, Any]) -> int | None:
+    """A ReplicaSet's revision annotation as a number; None when missing or not a number (a
+    hand-edited annotation must not stop a rollout)."""
+    number = ((replica_set.get("metadata") or {}).get("annotations") or {}).get(REVISION)
+    return int(number) if number is not None and str(number).isdigit() else None
 
 
 def _replica_sets(cluster: Cluster, deployment: dict[str, Any]) -> list[dict[str, Any]]:
@@ -354,14 +359,14 @@ def revisions(cluster: Cluster, namespace: str, name: str) -> list[Revision]:
     found: list[Revision] = []
     for rs in _replica_sets(cluster, deployment):
         meta = rs.get("metadata") or {}
-        number = (meta.get("annotations") or {}).get(REVISION)
-        if number is None or not str(number).isdigit():
+        number = _revision_number(rs)
+        if number is None:
             continue
         template = (rs.get("spec") or {}).get("template") or {}
         containers = (template.get("spec") or {}).get("containers") or []
         found.append(
             Revision(
-                int(number),
+                number,
                 meta.get("name", ""),
                 tuple(str(c.get("image")) for c in containers),
                 template,
