@@ -202,30 +202,39 @@ class Controller:
         """One reconcile pass over the namespace's Deployments."""
         deployments = self._res("apps/v1", "Deployment").get(namespace=self.namespace).to_dict()
         for deployment in deployments.get("items") or []:
-            name = deployment["metadata"]["name"]
-            generation = int(deployment["metadata"].get("generation", 1))
-            if self._seen.get(name) != generation:
-                self._seen[name] = generation
-                self._reconcile(deployment)
-            elif (
-                name in self._stuck_since
-                and self.deadline_s is not None
-                and time.monotonic() - self._stuck_since[name] >= self.deadline_s
-            ):
-                del self._stuck_since[name]
-                self._set_status(
-                    name,
-                    {
-                        "conditions": [
-                            {
-                                "type": "Progressing",
-                                "status": "False",
-                                "reason": "ProgressDeadlineExceeded",
-                                "message": f'ReplicaSet "{name}" has timed out progressing.',
-                            }
-                        ]
-                    },
-                )
+            try:
+                self._step_one(deployment)
+            except Exception as exc:
+                if getattr(exc, "status", None) != 404:
+                    raise
+                # Deleted while this pass worked on it (a canary removed after a quick
+                # failure): a real controller drops it too.
+
+    def _step_one(self, deployment: dict[str, Any]) -> None:
+        name = deployment["metadata"]["name"]
+        generation = int(deployment["metadata"].get("generation", 1))
+        if self._seen.get(name) != generation:
+            self._seen[name] = generation
+            self._reconcile(deployment)
+        elif (
+            name in self._stuck_since
+            and self.deadline_s is not None
+            and time.monotonic() - self._stuck_since[name] >= self.deadline_s
+        ):
+            del self._stuck_since[name]
+            self._set_status(
+                name,
+                {
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                            "message": f'ReplicaSet "{name}" has timed out progressing.',
+                        }
+                    ]
+                },
+            )
 
     def replica_sets(self, name: str) -> list[dict[str, Any]]:
         items = self._res("apps/v1", "ReplicaSet").get(namespace=self.namespace).to_dict()
